@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Bring up a local Docker engine and the images agentdock uses.
+#
+# - If an engine already answers (default socket, or DOCKER_HOST), only the
+#   images are ensured.
+# - Otherwise Debian's docker.io is installed when dockerd is missing, stale
+#   pid files and sockets left by a killed engine are removed, and
+#   `dockerd --bridge=none --iptables=false --ip-forward=false` is started in
+#   the background. Containers must use network mode `none`.
+# - Images are built locally (no registry is reachable): a debootstrapped
+#   Debian rootfs and a busybox rootfs, each fed to `docker import`.
+#
+# Runs as root on Debian bookworm. Idempotent: a second run only checks.
+set -euo pipefail
+
+BASE_IMAGE="${AGENTDOCK_IMAGE:-agentdock-base:latest}"
+BUSYBOX_IMAGE="${AGENTDOCK_BUSYBOX_IMAGE:-agentdock-busybox:latest}"
+DOCKERD_LOG="/var/log/agentdock-dockerd.log"
+DOCKER_PIDFILE="/var/run/docker.pid"
+# dockerd 20.10 supervises its own containerd and records it here.
+CONTAINERD_PIDFILE="/var/run/docker/containerd/containerd.pid"
+# dockerd 20.10 uses a "system" containerd whenever this socket exists.
+SYSTEM_CONTAINERD_SOCK="/run/containerd/containerd.sock"
+START_TIMEOUT=60
+SUITE="bookworm"
+PATH_IN_IMAGE="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+APT_UPDATED=0
+ROOTFS=""
+
+say() { printf 'docker-up: %s\n' "$*"; }
+die() { printf 'docker-up: error: %s\n' "$*" >&2; exit 1; }
+
+engine_answers() {
+    docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+# Install the given packages with apt, running `apt-get update` at most once.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        say "apt-get update"
+        apt-get update -qq >/dev/null || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    say "installing $*"
+    # Never let a package's maintainer scripts start a service (dockerd
+    # started by an init script would get the default bridge).
+    local policy="/usr/sbin/policy-rc.d" made_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+    fi
+    local rc=0 log
+    log="$(mktemp /tmp/agentdock-apt.XXXXXX)"
+    apt-get install -y -qq --no-install-recommends "$@" >"$log" 2>&1 || rc=$?
+    if [[ "$made_policy" -eq 1 ]]; then
+        rm -f "$policy"
+    fi
+    if [[ "$rc" -ne 0 ]]; then
+        tail -n 30 "$log" >&2
+        die "apt-get install $* failed (exit $rc, log: $log)"
+    fi
+    rm -f "$log"
+}
+
+# Debian's plain `busybox` also ships /bin/busybox, but linked dynamically:
+# useless in an image without libc.
+have_static_busybox() {
+    [[ "$(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null)" == "install ok installed" ]]
+}
+
+# True if PID exists and is not a zombie (a killed dockerd lingers as a
+# zombie until PID 1 reaps it, and kill -0 still succeeds on it).
+proc_running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z ]]
+}
+
+# Print the pid in PIDFILE if it names a running process called NAME.
+live_pid() {
+    local pidfile="$1" name="$2" pid
+    [[ -r "$pidfile" ]] || return 1
+    pid="$(tr -d '[:space:]' <"$pidfile")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] || return 1
+    proc_running "$pid" || return 1
+    printf '%s\n' "$pid"
+}
+
+# A pid file naming a dead process (or, after a reboot, a recycled pid now
+# used by something else) makes dockerd refuse to start, or makes it adopt
+# and later kill an unrelated process as "its" containerd.
+remove_stale_pidfile() {
+    local pidfile="$1" name="$2"
+    [[ -e "$pidfile" ]] || return 0
+    if ! live_pid "$pidfile" "$name" >/dev/null; then
+        say "removing stale $pidfile ($(tr -d '[:space:]' <"$pidfile" 2>/dev/null || true))"
+        rm -f "$pidfile"
+    fi
+}
+
+remove_stale_containerd_socket() {
+    [[ -S "$SYSTEM_CONTAINERD_SOCK" ]] && command -v ss >/dev/null 2>&1 || return 0
+    if ! ss -xlH 2>/dev/null | grep -qF " $SYSTEM_CONTAINERD_SOCK "; then
+        say "removing stale $SYSTEM_CONTAINERD_SOCK (nothing listens)"
+        rm -f "$SYSTEM_CONTAINERD_SOCK"
+    fi
+}
+
+show_log_tail() {
+    printf 'docker-up: last lines of %s:\n' "$DOCKERD_LOG" >&2
+    tail -n 30 "$DOCKERD_LOG" >&2 || true
+}
+
+# Wait until the engine answers. Returns 1 as soon as dockerd PID is gone,
+# 2 after START_TIMEOUT seconds.
+wait_for_engine() {
+    local pid="$1" i
+    for ((i = 0; i < START_TIMEOUT; i++)); do
+        if engine_answers; then
+            return 0
+        fi
+        if ! proc_running "$pid"; then
+            return 1
+        fi
+        sleep 1
+    done
+    return 2
+}
+
+ensure_engine() {
+    if engine_answers; then
+        say "engine already up (server $(docker version --format '{{.Server.Version}}'))"
+        return 0
+    fi
+    case "${DOCKER_HOST:-}" in
+        "" | unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
+        *) die "DOCKER_HOST=$DOCKER_HOST does not answer; this script only starts the local default engine" ;;
+    esac
+
+    if ! command -v dockerd >/dev/null 2>&1; then
+        # One apt run for everything a fresh machine needs.
+        local pkgs=(docker.io)
+        command -v debootstrap >/dev/null 2>&1 || pkgs+=(debootstrap)
+        have_static_busybox || pkgs+=(busybox-static)
+        apt_install "${pkgs[@]}"
+    fi
+
+    local pid rc=0
+    if pid="$(live_pid "$DOCKER_PIDFILE" dockerd)"; then
+        say "dockerd (pid $pid) is running but not answering yet; waiting"
+        wait_for_engine "$pid" || rc=$?
+        case "$rc" in
+            0)
+                say "engine up (server $(docker version --format '{{.Server.Version}}'))"
+                return 0
+                ;;
+            1) say "dockerd (pid $pid) exited; starting a new one" ;;
+            *)
+                show_log_tail
+                die "dockerd (pid $pid) did not answer within ${START_TIMEOUT}s; not starting a second one"
+                ;;
+        esac
+    fi
+    remove_stale_pidfile "$DOCKER_PIDFILE" dockerd
+    remove_stale_pidfile "$CONTAINERD_PIDFILE" containerd
+    remove_stale_containerd_socket
+
+    say "starting dockerd (log: $DOCKERD_LOG)"
+    setsid nohup dockerd --bridge=none --iptables=false --ip-forward=false \
+        >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    pid=$!
+    rc=0
+    wait_for_engine "$pid" || rc=$?
+    case "$rc" in
+        0) say "engine up (server $(docker version --format '{{.Server.Version}}'), dockerd pid $pid)" ;;
+        1) show_log_tail; die "dockerd (pid $pid) exited during startup" ;;
+        *) show_log_tail; die "engine did not answer within ${START_TIMEOUT}s" ;;
+    esac
+}
+
+image_exists() {
+    docker image inspect "$1" >/dev/null 2>&1
+}
+
+# The Debian mirror apt uses on this machine (deb822 or one-line sources).
+debian_mirror() {
+    local uri
+    uri="$(
+        {
+            cat /etc/apt/sources.list.d/*.sources 2>/dev/null
+            echo
+        } | awk -v suite="$SUITE" '
+            BEGIN { RS = ""; FS = "\n" }
+            {
+                uris = ""; ok = 0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", $i); split($i, u, /[ \t]+/); uris = u[1] }
+                    if ($i ~ /^Suites:/ && $i ~ ("[ \t]" suite "([ \t]|$)")) ok = 1
+                    if ($i ~ /^Enabled:[ \t]*no/) ok = 0
+                }
+                if (ok && uris != "") { print uris; exit }
+            }'
+    )"
+    if [[ -z "$uri" ]]; then
+        uri="$(
+            cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+                awk -v suite="$SUITE" '$1 == "deb" {
+                    for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) break
+                    if ($(i + 1) == suite) { print $i; exit }
+                }'
+        )"
+    fi
+    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+cleanup_rootfs() {
+    [[ -n "$ROOTFS" && -d "$ROOTFS" ]] || return 0
+    # debootstrap mounts proc/sys (and maybe dev) inside the target; never
+    # rm -rf through a mount.
+    local m
+    while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done < <(awk -v root="$ROOTFS" 'index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r)
+    rm -rf --one-file-system "$ROOTFS"
+    ROOTFS=""
+}
+trap cleanup_rootfs EXIT
+
+import_rootfs() {
+    local dir="$1" image="$2" cmd="$3" path="$4"
+    tar --numeric-owner -C "$dir" -c . |
+        docker import --change "CMD [\"$cmd\"]" --change "ENV PATH=$path" - "$image" >/dev/null
+}
+
+ensure_base_image() {
+    if image_exists "$BASE_IMAGE"; then
+        say "image $BASE_IMAGE present"
+        return 0
+    fi
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    local mirror started
+    mirror="$(debian_mirror)"
+    ROOTFS="$(mktemp -d /var/tmp/agentdock-rootfs.XXXXXX)"
+    started=$SECONDS
+    say "building $BASE_IMAGE: debootstrap $SUITE from $mirror (about a minute)"
+    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps \
+        "$SUITE" "$ROOTFS" "$mirror" >"$ROOTFS.log" 2>&1; then
+        tail -n 30 "$ROOTFS.log" >&2 || true
+        die "debootstrap failed (full log: $ROOTFS.log)"
+    fi
+    rm -f "$ROOTFS.log"
+    groupadd --root "$ROOTFS" --gid 1000 agent
+    useradd --root "$ROOTFS" --uid 1000 --gid 1000 --create-home \
+        --home-dir /home/agent --shell /bin/bash agent
+    rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
+    import_rootfs "$ROOTFS" "$BASE_IMAGE" /bin/bash "$PATH_IN_IMAGE"
+    cleanup_rootfs
+    say "built $BASE_IMAGE in $((SECONDS - started))s"
+}
+
+ensure_busybox_image() {
+    if image_exists "$BUSYBOX_IMAGE"; then
+        say "image $BUSYBOX_IMAGE present"
+        return 0
+    fi
+    have_static_busybox || apt_install busybox-static
+    say "building $BUSYBOX_IMAGE"
+    ROOTFS="$(mktemp -d /var/tmp/agentdock-busybox.XXXXXX)"
+    mkdir -p "$ROOTFS"/{bin,etc,root,tmp,home/agent}
+    chmod 1777 "$ROOTFS/tmp"
+    chmod 700 "$ROOTFS/root"
+    cp /bin/busybox "$ROOTFS/bin/busybox"
+    local applet
+    while read -r applet; do
+        [[ -n "$applet" && "$applet" != busybox ]] || continue
+        ln -sf busybox "$ROOTFS/bin/$applet"
+    done < <(/bin/busybox --list)
+    printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n' >"$ROOTFS/etc/passwd"
+    printf 'root:x:0:\nagent:x:1000:\n' >"$ROOTFS/etc/group"
+    chown 1000:1000 "$ROOTFS/home/agent"
+    import_rootfs "$ROOTFS" "$BUSYBOX_IMAGE" /bin/sh /bin
+    cleanup_rootfs
+    say "built $BUSYBOX_IMAGE"
+}
+
+main() {
+    [[ "$(id -u)" -eq 0 ]] || die "must run as root"
+    local started=$SECONDS
+    ensure_engine
+    ensure_base_image
+    ensure_busybox_image
+    say "ready in $((SECONDS - started))s"
+}
+
+main "$@"

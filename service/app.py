@@ -1,0 +1,101 @@
+"""The Litestar application, assembled from small ``_configure_*`` steps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from service import __version__
+from service.auth import require_token
+from service.db.config import database_config
+from service.docker.engine import DockerEngine
+from service.health.controllers import HealthController
+from service.logs import configure_logging, get_logger
+from service.projects.controllers import ProjectController
+from service.settings import Settings, ensure_api_token
+from service.state import AppState, provide_app_state
+from service.web import EXCEPTION_HANDLERS, RequestContextMiddleware
+
+log = get_logger("service.app")
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="agentdock",
+        version=__version__,
+        description="Persistent development containers, PTY sessions and test-gated agent workflows.",
+        use_handler_docstrings=True,
+        components=Components(
+            security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer", description="the API token"),
+            }
+        ),
+        security=[{"BearerToken": []}],
+        render_plugins=[],
+    )
+
+
+LOCALHOST_ORIGIN = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
+
+
+def _cors_config(settings: Settings) -> CORSConfig:
+    """The configured origins, or by default any localhost origin (a front end's dev server)."""
+    if settings.allowed_origins:
+        return CORSConfig(allow_origins=list(settings.allowed_origins), allow_headers=["*"], allow_methods=["*"])
+    return CORSConfig(allow_origins=[], allow_origin_regex=LOCALHOST_ORIGIN, allow_headers=["*"], allow_methods=["*"])
+
+
+def _lifespan(app_state: AppState) -> Any:
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        log.info(
+            "service.started",
+            runtime=app_state.settings.runtime,
+            data_dir=str(app_state.settings.data_dir),
+        )
+        try:
+            yield
+        finally:
+            await app_state.docker.close()
+            log.info("service.stopped")
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, *, api_token: str | None = None) -> Litestar:
+    """Build the app. Migrations are not applied here: ``agentdock serve`` applies them first.
+
+    ``api_token`` overrides the settings' token (``agentdock openapi`` passes one so that
+    writing the schema creates no token file).
+    """
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    token = api_token
+    if token is None:
+        token, from_file = ensure_api_token(settings)
+        if from_file:
+            log.info("auth.token_file", token_path=str(settings.token_file))
+    db = database_config(settings)
+    app_state = AppState(settings=settings, api_token=token, db=db, docker=DockerEngine())
+    return Litestar(
+        route_handlers=[HealthController, ProjectController],
+        plugins=[SQLAlchemyPlugin(config=db)],
+        dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},
+        guards=[require_token],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestContextMiddleware],
+        cors_config=_cors_config(settings),
+        openapi_config=_openapi_config(),
+        lifespan=[_lifespan(app_state)],
+        state=State({"agentdock": app_state, "api_token": app_state.api_token}),
+        debug=False,
+    )

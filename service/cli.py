@@ -1,0 +1,82 @@
+"""The ``agentdock`` console script: ``serve``, ``migrate``, ``openapi``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.errors import ConfigurationError
+from service.settings import Settings
+
+
+def _openapi(path: str | None) -> int:
+    from service.app import create_app
+
+    settings = Settings.from_env()
+    app = create_app(settings, api_token="schema-only")  # noqa: S106 - no server runs
+    text = json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n"
+    if path in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    from service.db.migrate import upgrade
+    from service.logs import configure_logging, get_logger
+
+    configure_logging(settings.log_format, settings.log_level)
+    upgrade(settings)
+    log = get_logger("service.cli")
+    log.info("database.migrated", database=_safe_url(settings.database_url))
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    _migrate(settings)  # before the server's event loop starts: Alembic runs its own loop
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_ping_interval=None,  # the terminal WebSocket pings itself (DESIGN: every 20 s)
+        lifespan="on",
+    )
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentdock", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="apply pending migrations, then serve")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    openapi = commands.add_parser("openapi", help="write the OpenAPI schema as JSON")
+    openapi.add_argument("path", nargs="?", help="output file (stdout when omitted or '-')")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "openapi":
+            return _openapi(args.path)
+        settings = Settings.from_env()
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _serve(settings)
+    except ConfigurationError as exc:
+        print(f"agentdock: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""The edge to the Docker engine (aiodocker): one client per app."""

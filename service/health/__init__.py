@@ -1,0 +1,1 @@
+"""Health: is the service, its database and its Docker engine answering."""

@@ -1,0 +1,1 @@
+"""Projects: the API, the service over the database, and the workspace on disk."""

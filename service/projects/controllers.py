@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from advanced_alchemy.extensions.litestar.providers import create_service_dependencies
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from service.projects.schemas import Project, ProjectCreate, ProjectUpdate
+from service.projects.services import ProjectService, to_schema
+from service.state import AppState
+
+ProjectId = Annotated[UUID, PathParameter(description="the project's id (a UUID)")]
+
+
+class ProjectController(Controller):
+    path = "/api/projects"
+    tags = ["projects"]
+    dependencies = create_service_dependencies(ProjectService, key="projects")
+
+    @post("/", summary="Create a project")
+    async def create_project(
+        self,
+        data: JSONBody[ProjectCreate],
+        projects: NamedDependency[ProjectService],
+        app_state: NamedDependency[AppState],
+    ) -> Project:
+        project = await projects.create_project(data, app_state.settings)
+        return to_schema(project, app_state.settings)
+
+    @get("/", summary="List projects")
+    async def list_projects(
+        self, projects: NamedDependency[ProjectService], app_state: NamedDependency[AppState]
+    ) -> list[Project]:
+        return [to_schema(p, app_state.settings) for p in await projects.list_projects()]
+
+    @get("/{project_id:uuid}", summary="Get a project")
+    async def get_project(
+        self, project_id: ProjectId, projects: NamedDependency[ProjectService], app_state: NamedDependency[AppState]
+    ) -> Project:
+        return to_schema(await projects.get_project(project_id), app_state.settings)
+
+    @patch("/{project_id:uuid}", summary="Update a project")
+    async def update_project(
+        self,
+        project_id: ProjectId,
+        data: JSONBody[ProjectUpdate],
+        projects: NamedDependency[ProjectService],
+        app_state: NamedDependency[AppState],
+    ) -> Project:
+        return to_schema(await projects.update_project(project_id, data), app_state.settings)
+
+    @delete("/{project_id:uuid}", summary="Delete a project")
+    async def delete_project(
+        self,
+        project_id: ProjectId,
+        projects: NamedDependency[ProjectService],
+        app_state: NamedDependency[AppState],
+        remove_container: Annotated[bool, QueryParameter(description="also remove the project's container")] = False,
+        purge: Annotated[bool, QueryParameter(description="also delete the workspace directory")] = False,
+    ) -> None:
+        await projects.delete_project(project_id, app_state.settings, purge=purge)

@@ -1,0 +1,87 @@
+"""API shapes of projects. Every field is validated here, at the edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+
+NAME_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._-]+$"
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
+DEFAULT_AGENT_COMMAND = ("claude", "-p", "{prompt}")
+
+ProjectName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="1-64 characters of [A-Za-z0-9._-], not '.' or '..'; unique",
+    ),
+]
+Description = Annotated[str, msgspec.Meta(max_length=4096)]
+TemplateName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+RepoUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+ImageRef = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=IMAGE_PATTERN, description="a Docker image reference")
+]
+Command = Annotated[str, msgspec.Meta(max_length=8192)]
+Argument = Annotated[str, msgspec.Meta(max_length=8192)]
+AgentCommand = Annotated[
+    list[Argument],
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        description="argv list; the element '{prompt}' is replaced by the prompt text (no shell)",
+    ),
+]
+OrgName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")]
+RuntimeName = Literal["docker", "local"]
+
+
+class GitHubOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    create: bool = False
+    private: bool = True
+    org: OrgName | None = None
+
+
+class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: ProjectName
+    description: Description = ""
+    template: TemplateName = "blank"
+    repo_url: RepoUrl | None = None
+    github: GitHubOptions | None = None
+    image: ImageRef | None = None
+    runtime: RuntimeName | None = None
+    test_command: Command | None = None
+    agent_command: AgentCommand | None = None
+
+
+class ProjectUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields left out are unchanged. Renaming keeps the workspace path."""
+
+    name: ProjectName | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType = msgspec.UNSET
+    image: ImageRef | msgspec.UnsetType = msgspec.UNSET
+    runtime: RuntimeName | msgspec.UnsetType | None = msgspec.UNSET
+    test_command: Command | msgspec.UnsetType = msgspec.UNSET
+    agent_command: AgentCommand | msgspec.UnsetType = msgspec.UNSET
+
+
+class Project(msgspec.Struct, kw_only=True):
+    id: UUID
+    name: str
+    description: str
+    path: str
+    template: str
+    repo_url: str | None
+    github_url: str | None
+    image: str
+    runtime: RuntimeName
+    test_command: str
+    agent_command: list[str]
+    created_at: datetime
+    updated_at: datetime
+    container_id: str | None

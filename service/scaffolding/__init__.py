@@ -1,0 +1,1 @@
+"""Scaffolding: project templates, git, and GitHub repositories."""

@@ -1,0 +1,146 @@
+"""Settings, read once from the ``AGENTDOCK_*`` environment variables.
+
+The table of variables and their defaults is in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from service.errors import ConfigurationError
+
+Runtime = Literal["docker", "local"]
+LogFormat = Literal["json", "console"]
+
+_MEMORY_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_memory(value: str) -> int:
+    """Parse a Docker-style memory size (``4g``, ``512m``, ``1048576``) into bytes."""
+    match = _MEMORY_RE.match(value.strip())
+    if not match:
+        raise ConfigurationError(f"invalid memory size {value!r}: use a number with k, m or g")
+    return int(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path("data").resolve())
+    database_url: str = ""
+    runtime: Runtime = "docker"
+    image: str = "agentdock-base:latest"
+    network: str | None = None
+    container_memory: int = 4 * 1024**3
+    container_cpus: float = 2.0
+    container_pids: int = 1024
+    api_token: str | None = field(default=None, repr=False)
+    allowed_origins: tuple[str, ...] = ()
+    github_token: str | None = field(default=None, repr=False)
+    github_api_url: str = "https://api.github.com"
+    log_format: LogFormat = "json"
+    log_level: str = "info"
+    git_author_name: str = "agentdock"
+    git_author_email: str = "agentdock@localhost"
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = f"sqlite+aiosqlite:///{self.data_dir / 'agentdock.db'}"
+            object.__setattr__(self, "database_url", url)
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.data_dir / "workspaces"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "api-token"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; a bad value raises ``ConfigurationError``."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(f"AGENTDOCK_{name}")
+            return value if value not in (None, "") else None
+
+        def get_int(name: str, default: int, low: int, high: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigurationError(f"AGENTDOCK_{name} must be an integer, not {raw!r}") from None
+            if not low <= value <= high:
+                raise ConfigurationError(f"AGENTDOCK_{name} must be between {low} and {high}")
+            return value
+
+        runtime = get("RUNTIME") or "docker"
+        if runtime not in ("docker", "local"):
+            raise ConfigurationError(f"AGENTDOCK_RUNTIME must be 'docker' or 'local', not {runtime!r}")
+        log_format = get("LOG_FORMAT") or ("console" if sys.stdout.isatty() else "json")
+        if log_format not in ("json", "console"):
+            raise ConfigurationError(f"AGENTDOCK_LOG_FORMAT must be 'json' or 'console', not {log_format!r}")
+        cpus_raw = get("CONTAINER_CPUS") or "2"
+        try:
+            cpus = float(cpus_raw)
+        except ValueError:
+            raise ConfigurationError(f"AGENTDOCK_CONTAINER_CPUS must be a number, not {cpus_raw!r}") from None
+        if not 0 < cpus <= 1024:
+            raise ConfigurationError("AGENTDOCK_CONTAINER_CPUS must be positive")
+        origins = tuple(o.strip().rstrip("/") for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip())
+        data_dir = Path(get("DATA_DIR") or "data").expanduser().resolve()
+        return cls(
+            host=get("HOST") or "127.0.0.1",
+            port=get_int("PORT", 8000, 0, 65535),
+            data_dir=data_dir,
+            database_url=get("DATABASE_URL") or "",
+            runtime=runtime,  # type: ignore[arg-type]
+            image=get("IMAGE") or "agentdock-base:latest",
+            network=get("NETWORK"),
+            container_memory=parse_memory(get("CONTAINER_MEMORY") or "4g"),
+            container_cpus=cpus,
+            container_pids=get_int("CONTAINER_PIDS", 1024, 1, 4_194_304),
+            api_token=get("API_TOKEN"),
+            allowed_origins=origins,
+            github_token=get("GITHUB_TOKEN"),
+            github_api_url=(get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+            log_format=log_format,  # type: ignore[arg-type]
+            log_level=(get("LOG_LEVEL") or "info").lower(),
+            git_author_name=get("GIT_AUTHOR_NAME") or "agentdock",
+            git_author_email=get("GIT_AUTHOR_EMAIL") or "agentdock@localhost",
+        )
+
+
+def ensure_api_token(settings: Settings) -> tuple[str, bool]:
+    """Return the API token and whether it came from the token file.
+
+    Where ``AGENTDOCK_API_TOKEN`` is unset, a token is generated at first start and kept in
+    ``<data>/api-token`` with mode 0600; later starts read it back.
+    """
+    if settings.api_token:
+        return settings.api_token, False
+    path = settings.token_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if not token:
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+    path.chmod(0o600)
+    return token, True
