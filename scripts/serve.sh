@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# scripts/docker-up.sh starts the engine without a bridge network: unless told otherwise,
+# project containers get no network at all (set AGENTDOCK_NETWORK to choose one).
+export AGENTDOCK_NETWORK="${AGENTDOCK_NETWORK:-none}"
 exec .venv/bin/agentdock serve "$@"

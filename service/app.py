@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
 from service.auth import require_token
+from service.containers.controllers import ContainersController, ProjectContainerController
 from service.db.config import database_config
 from service.docker.engine import DockerEngine
 from service.health.controllers import HealthController
@@ -62,10 +63,11 @@ def _lifespan(app_state: AppState) -> Any:
             runtime=app_state.settings.runtime,
             data_dir=str(app_state.settings.data_dir),
         )
+        await app_state.startup()
         try:
             yield
         finally:
-            await app_state.docker.close()
+            await app_state.shutdown()
             log.info("service.stopped")
 
     return lifespan
@@ -87,7 +89,7 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
     db = database_config(settings)
     app_state = AppState(settings=settings, api_token=token, db=db, docker=DockerEngine())
     return Litestar(
-        route_handlers=[HealthController, ProjectController],
+        route_handlers=[HealthController, ProjectController, ProjectContainerController, ContainersController],
         plugins=[SQLAlchemyPlugin(config=db)],
         dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},
         guards=[require_token],

@@ -51,6 +51,10 @@ class Settings:
     log_level: str = "info"
     git_author_name: str = "agentdock"
     git_author_email: str = "agentdock@localhost"
+    restart_max: int = 5
+    restart_window_s: float = 60.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -92,13 +96,19 @@ class Settings:
         log_format = get("LOG_FORMAT") or ("console" if sys.stdout.isatty() else "json")
         if log_format not in ("json", "console"):
             raise ConfigurationError(f"AGENTDOCK_LOG_FORMAT must be 'json' or 'console', not {log_format!r}")
-        cpus_raw = get("CONTAINER_CPUS") or "2"
-        try:
-            cpus = float(cpus_raw)
-        except ValueError:
-            raise ConfigurationError(f"AGENTDOCK_CONTAINER_CPUS must be a number, not {cpus_raw!r}") from None
-        if not 0 < cpus <= 1024:
-            raise ConfigurationError("AGENTDOCK_CONTAINER_CPUS must be positive")
+
+        def get_float(name: str, default: float, low: float, high: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"AGENTDOCK_{name} must be a number, not {raw!r}") from None
+            if not low < value <= high:
+                raise ConfigurationError(f"AGENTDOCK_{name} must be above {low:g} and at most {high:g}")
+            return value
+
         origins = tuple(o.strip().rstrip("/") for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip())
         data_dir = Path(get("DATA_DIR") or "data").expanduser().resolve()
         return cls(
@@ -110,7 +120,7 @@ class Settings:
             image=get("IMAGE") or "agentdock-base:latest",
             network=get("NETWORK"),
             container_memory=parse_memory(get("CONTAINER_MEMORY") or "4g"),
-            container_cpus=cpus,
+            container_cpus=get_float("CONTAINER_CPUS", 2.0, 0, 1024),
             container_pids=get_int("CONTAINER_PIDS", 1024, 1, 4_194_304),
             api_token=get("API_TOKEN"),
             allowed_origins=origins,
@@ -120,6 +130,10 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "info").lower(),
             git_author_name=get("GIT_AUTHOR_NAME") or "agentdock",
             git_author_email=get("GIT_AUTHOR_EMAIL") or "agentdock@localhost",
+            restart_max=get_int("RESTART_MAX", 5, 0, 1000),
+            restart_window_s=get_float("RESTART_WINDOW_S", 60.0, 0, 86400),
+            restart_backoff_s=get_float("RESTART_BACKOFF_S", 0.5, 0, 3600),
+            restart_backoff_max_s=get_float("RESTART_BACKOFF_MAX_S", 30.0, 0, 3600),
         )
 
 

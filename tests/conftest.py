@@ -108,3 +108,82 @@ def logs() -> Iterator[CapturedLogs]:
         yield captured
     finally:
         structlog.configure(**old)
+
+
+BUSYBOX_IMAGE = "agentdock-busybox:latest"
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async or sync predicate until it returns something truthy; fail after ``timeout``."""
+    import inspect
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+async def remove_project_containers(project_ids: set[str]) -> None:
+    """Remove only the containers of this test's projects: other labelled containers (from
+    other runs or sessions) are not ours to touch."""
+    import json
+
+    engine = DockerEngine()
+    try:
+        containers = await engine.client.containers.list(
+            all="1", filters=json.dumps({"label": ["agentdock.managed=true"]})
+        )
+        for container in containers:
+            labels = container._container.get("Labels") or {}
+            if labels.get("agentdock.project") in project_ids:
+                await container.delete(force=True)
+    finally:
+        await engine.close()
+
+
+@pytest.fixture
+def docker_settings(tmp_path: Path, docker_available: None) -> Settings:
+    """Settings for tests against the real engine: the small busybox image, no network, and a
+    fast restart backoff so that the intensity limit is reached in seconds."""
+    settings = make_settings(tmp_path / "data", image=BUSYBOX_IMAGE, restart_backoff_s=0.1, restart_backoff_max_s=1.0)
+    upgrade(settings)
+    return settings
+
+
+@pytest.fixture
+async def docker_client(docker_settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """A client of an app on the real engine; removes its projects' containers afterwards."""
+    async with AsyncTestClient(app=create_app(docker_settings)) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield test_client
+    await remove_project_containers(project_ids_in(docker_settings))
+
+
+def project_ids_in(settings: Settings) -> set[str]:
+    """Every project id this test's database has held (rows deleted later included: the
+    ids are kept in a side table that the ``created_projects`` helper fills)."""
+    import sqlite3
+    import uuid
+
+    with sqlite3.connect(settings.data_dir / "agentdock.db") as conn:
+        ids = {str(uuid.UUID(bytes=row[0])) for row in conn.execute("SELECT id FROM project")}
+    marker = settings.data_dir / "created-projects"
+    if marker.exists():
+        ids |= set(marker.read_text().split())
+    return ids
+
+
+async def create_project(client: AsyncTestClient[Litestar], settings: Settings, **body: Any) -> dict[str, Any]:
+    response = await client.post("/api/projects", json=body)
+    assert response.status_code == 201, response.text
+    project: dict[str, Any] = response.json()
+    with (settings.data_dir / "created-projects").open("a") as marker:
+        marker.write(project["id"] + "\n")
+    return project

@@ -8,6 +8,9 @@ from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from service.actors.messages import GetContainer, ProjectChanged, RemoveContainer
+from service.containers.schemas import Container
+from service.errors import Conflict, NotFound
 from service.projects.schemas import Project, ProjectCreate, ProjectUpdate
 from service.projects.services import ProjectService, to_schema
 from service.state import AppState
@@ -50,7 +53,9 @@ class ProjectController(Controller):
         projects: NamedDependency[ProjectService],
         app_state: NamedDependency[AppState],
     ) -> Project:
-        return to_schema(await projects.update_project(project_id, data), app_state.settings)
+        project = await projects.update_project(project_id, data)
+        app_state.registry.tell(project_id, ProjectChanged())
+        return to_schema(project, app_state.settings)
 
     @delete("/{project_id:uuid}", summary="Delete a project")
     async def delete_project(
@@ -61,4 +66,18 @@ class ProjectController(Controller):
         remove_container: Annotated[bool, QueryParameter(description="also remove the project's container")] = False,
         purge: Annotated[bool, QueryParameter(description="also delete the workspace directory")] = False,
     ) -> None:
+        await projects.get_project(project_id)  # 404 before anything is touched
+        if remove_container:
+            container = await _container_or_none(app_state, project_id)
+            if container is not None:
+                await app_state.registry.ask(project_id, RemoveContainer())
+        await app_state.registry.stop(project_id)
         await projects.delete_project(project_id, app_state.settings, purge=purge)
+
+
+async def _container_or_none(app_state: AppState, project_id: UUID) -> Container | None:
+    try:
+        result: Container = await app_state.registry.ask(project_id, GetContainer())
+    except (NotFound, Conflict):  # no container yet, or the local runtime
+        return None
+    return result

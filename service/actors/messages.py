@@ -1,0 +1,57 @@
+"""Every message a supervisor takes. Small, frozen, and all in this one module."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of all supervisor messages."""
+
+
+# --- container: asked by the API -------------------------------------------------------
+
+
+class GetContainer(Message, frozen=True):
+    """Answer the container's state, read from Docker now."""
+
+
+class StartContainer(Message, frozen=True):
+    """Create the container if missing, then start it; the supervisor wants it running."""
+
+
+class StopContainer(Message, frozen=True):
+    """Stop it; a deliberate stop is not a failure and is not restarted."""
+
+
+class RestartContainer(Message, frozen=True):
+    pass
+
+
+class RemoveContainer(Message, frozen=True):
+    """Stop and remove the container (the workspace stays)."""
+
+
+# --- container: told by the Docker events listener and by timers -------------------------
+
+
+class ContainerEvent(Message, frozen=True):
+    """A Docker event (``die``, ``oom``, ``start``, ``destroy``, …) of a labelled container."""
+
+    action: str
+    container_id: str
+    exit_code: int | None = None
+
+
+class RestartDue(Message, frozen=True):
+    """A backoff timer fired. ``generation`` guards against timers made stale by a deliberate act."""
+
+    generation: int
+
+
+class Reconcile(Message, frozen=True):
+    """The event stream was (re)established: compare what Docker says with what is wanted."""
+
+
+class ProjectChanged(Message, frozen=True):
+    """The project row changed (image, runtime, name): reload it."""

@@ -1,0 +1,193 @@
+"""The docker runtime: one long-lived, hardened container per project, via aiodocker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiodocker
+
+from service.docker.engine import DockerEngine
+from service.errors import Conflict, NotFound
+from service.runtimes.base import ContainerState, ContainerStatus, ProjectRef
+from service.settings import Settings
+
+MANAGED_LABEL = "agentdock.managed"
+PROJECT_LABEL = "agentdock.project"
+AGENT_UID = 1000
+AGENT_GID = 1000
+WORKDIR = "/workspace"
+# A keep-alive that ends at once on SIGTERM (no trap: sh takes the default action), so
+# `docker stop` does not wait out its grace period.
+KEEPALIVE = ["/bin/sh", "-c", "while :; do sleep 86400; done"]
+# Capabilities a root session may need to install packages (apt drops privileges to _apt,
+# dpkg chowns files). The default user `agent` holds no effective capabilities at all.
+CAP_ADD = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+STOP_TIMEOUT_S = 5
+
+_STATUS: dict[str, ContainerStatus] = {
+    "created": "created",
+    "running": "running",
+    "restarting": "running",
+    "paused": "running",
+    "removing": "exited",
+    "exited": "exited",
+    "dead": "exited",
+}
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_docker_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-01-01"):
+        return None
+    return datetime.fromisoformat(_FRACTION.sub(r"\1", value).replace("Z", "+00:00"))
+
+
+def container_name(project: ProjectRef) -> str:
+    return f"agentdock-{project.name}-{project.id.hex[:8]}"
+
+
+def state_from_inspect(info: dict[str, Any]) -> ContainerState:
+    state = info.get("State", {})
+    status = _STATUS.get(state.get("Status", ""), "exited")
+    labels = info.get("Config", {}).get("Labels") or {}
+    return ContainerState(
+        id=info["Id"],
+        name=info.get("Name", "").lstrip("/"),
+        image=info.get("Config", {}).get("Image", ""),
+        status=status,
+        project_id=labels.get(PROJECT_LABEL),
+        started_at=parse_docker_time(state.get("StartedAt")),
+        exit_code=state.get("ExitCode") if status == "exited" else None,
+    )
+
+
+def make_writable_for_agent(path: Path) -> None:
+    """Sessions run as `agent` (uid 1000): hand the bind-mounted workspace to that user."""
+    if os.geteuid() != 0:
+        return
+    for top, dirs, files in os.walk(path):
+        root = Path(top)
+        for entry in [root, *(root / name for name in (*dirs, *files))]:
+            st = entry.lstat()
+            if (st.st_uid, st.st_gid) != (AGENT_UID, AGENT_GID):
+                os.lchown(entry, AGENT_UID, AGENT_GID)
+
+
+class DockerRuntime:
+    kind: Literal["docker"] = "docker"
+
+    def __init__(self, engine: DockerEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def container_config(self, project: ProjectRef) -> dict[str, Any]:
+        host_config: dict[str, Any] = {
+            "Binds": [f"{project.path}:{WORKDIR}"],
+            "Init": True,
+            "Privileged": False,
+            "CapDrop": ["ALL"],
+            "CapAdd": CAP_ADD,
+            "SecurityOpt": ["no-new-privileges:true"],
+            "PidsLimit": self.settings.container_pids,
+            "Memory": self.settings.container_memory,
+            "NanoCpus": int(self.settings.container_cpus * 1e9),
+            "RestartPolicy": {"Name": "no"},  # the supervisor restarts, not the engine
+        }
+        if self.settings.network:
+            host_config["NetworkMode"] = self.settings.network
+        return {
+            "Image": project.image,
+            "Cmd": KEEPALIVE,
+            "WorkingDir": WORKDIR,
+            "Labels": {MANAGED_LABEL: "true", PROJECT_LABEL: str(project.id)},
+            "Env": ["HOME=/home/agent"],
+            "Tty": False,
+            "OpenStdin": False,
+            "HostConfig": host_config,
+        }
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        try:
+            async with self.engine.call("a container inspect"):
+                info = await self.engine.client.containers.container(container_id).show()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return state_from_inspect(info)
+
+    async def find(self, project: ProjectRef) -> ContainerState | None:
+        """The project's container: by the id we know, else by label (adoption)."""
+        if project.container_id:
+            state = await self.inspect(project.container_id)
+            if state is not None:
+                return state
+        candidates = [c for c in await self.list_managed() if c.project_id == str(project.id)]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda c: (c.status == "running", c.started_at or datetime.min.astimezone()))
+
+    async def list_managed(self) -> list[ContainerState]:
+        filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
+        async with self.engine.call("a container list"):
+            summaries = await self.engine.client.containers.list(all="1", filters=filters)
+        states = await asyncio.gather(*(self.inspect(s.id) for s in summaries))
+        return [s for s in states if s is not None]
+
+    async def create(self, project: ProjectRef) -> ContainerState:
+        make_writable_for_agent(Path(project.path))
+        try:
+            async with self.engine.call("a container create", timeout=60):
+                container = await self.engine.client.containers.create(
+                    self.container_config(project), name=container_name(project)
+                )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise Conflict(
+                    f"the image {project.image!r} is not on the Docker engine: build it "
+                    "(the default image with scripts/docker-up.sh) or pull it, or set another image"
+                ) from None
+            if exc.status == 409:
+                raise Conflict(f"a container named {container_name(project)!r} already exists: {exc.message}") from None
+            raise
+        state = await self.inspect(container.id)
+        if state is None:
+            raise NotFound(f"the container {container.id} vanished right after it was created")
+        return state
+
+    async def start(self, container_id: str) -> None:
+        try:
+            async with self.engine.call("a container start", timeout=60):
+                await self.engine.client.containers.container(container_id).start()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise NotFound(f"the container {container_id[:12]} no longer exists") from None
+            raise Conflict(f"the container {container_id[:12]} could not start: {exc.message}") from None
+
+    async def stop(self, container_id: str) -> None:
+        try:
+            async with self.engine.call("a container stop", timeout=STOP_TIMEOUT_S + 30):
+                await self.engine.client.containers.container(container_id).stop(t=STOP_TIMEOUT_S)
+        except aiodocker.DockerError as exc:
+            if exc.status not in (304, 404):  # already stopped, or gone
+                raise
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            async with self.engine.call("a container remove", timeout=60):
+                await self.engine.client.containers.container(container_id).delete(force=True)
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise
+
+    async def prepare(self, project: ProjectRef) -> None:
+        """Sessions need a running container; the supervisor makes sure of it before this."""
+        state = await self.find(project)
+        if state is None or state.status != "running":
+            raise Conflict(f"the container of project {project.name!r} is not running")
