@@ -15,15 +15,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
-from service.auth import require_token
+from service.auth import LOCALHOST_ORIGIN, require_token
 from service.containers.controllers import ContainersController, ProjectContainerController
 from service.db.config import database_config
 from service.docker.engine import DockerEngine
 from service.health.controllers import HealthController
 from service.logs import configure_logging, get_logger
 from service.projects.controllers import ProjectController
+from service.sessions.controllers import ProjectSessionsController, SessionsController
 from service.settings import Settings, ensure_api_token
 from service.state import AppState, provide_app_state
+from service.terminal.websocket import terminal
 from service.web import EXCEPTION_HANDLERS, RequestContextMiddleware
 
 log = get_logger("service.app")
@@ -45,14 +47,13 @@ def _openapi_config() -> OpenAPIConfig:
     )
 
 
-LOCALHOST_ORIGIN = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$"
-
-
 def _cors_config(settings: Settings) -> CORSConfig:
     """The configured origins, or by default any localhost origin (a front end's dev server)."""
     if settings.allowed_origins:
         return CORSConfig(allow_origins=list(settings.allowed_origins), allow_headers=["*"], allow_methods=["*"])
-    return CORSConfig(allow_origins=[], allow_origin_regex=LOCALHOST_ORIGIN, allow_headers=["*"], allow_methods=["*"])
+    return CORSConfig(
+        allow_origins=[], allow_origin_regex=LOCALHOST_ORIGIN.pattern, allow_headers=["*"], allow_methods=["*"]
+    )
 
 
 def _lifespan(app_state: AppState) -> Any:
@@ -89,7 +90,15 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
     db = database_config(settings)
     app_state = AppState(settings=settings, api_token=token, db=db, docker=DockerEngine())
     return Litestar(
-        route_handlers=[HealthController, ProjectController, ProjectContainerController, ContainersController],
+        route_handlers=[
+            HealthController,
+            ProjectController,
+            ProjectContainerController,
+            ContainersController,
+            ProjectSessionsController,
+            SessionsController,
+            terminal,
+        ],
         plugins=[SQLAlchemyPlugin(config=db)],
         dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},
         guards=[require_token],
@@ -100,4 +109,5 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
         lifespan=[_lifespan(app_state)],
         state=State({"agentdock": app_state, "api_token": app_state.api_token}),
         debug=False,
+        logging_config=None,  # structlog is configured once in service.logs
     )

@@ -7,13 +7,15 @@ in a browser, so their listeners accept and close with 4401 themselves (``check_
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, WebSocket
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 
 PUBLIC = "public"
 
@@ -38,3 +40,30 @@ async def require_token(connection: ASGIConnection[Any, Any, Any, Any], handler:
         return
     if not token_matches(connection.app.state.api_token, bearer_token(connection)):
         raise Unauthorized("missing or invalid API token: send 'Authorization: Bearer <token>'")
+
+
+LOCALHOST_ORIGIN = re.compile(r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?$")
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """A WebSocket's ``Origin``: absent (not a browser), the same origin, a configured one, or
+    (when none is configured) any localhost origin."""
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if origin in allowed:
+        return True
+    if host and urlsplit(origin).netloc.lower() == host.lower():
+        return True
+    return not allowed and bool(LOCALHOST_ORIGIN.match(origin))
+
+
+def websocket_refusal(socket: WebSocket[Any, Any, Any], expected_token: str, allowed: tuple[str, ...]) -> int | None:
+    """The close code for a socket that must be refused (4401 token, 4403 origin), or None.
+    Called after accept and before anything is sent or taken: a browser sees close codes
+    only after the handshake."""
+    if not token_matches(expected_token, socket.query_params.get("token")):
+        return Unauthorized.close_code
+    if not origin_allowed(socket.headers.get("origin"), socket.headers.get("host"), allowed):
+        return Forbidden.close_code
+    return None

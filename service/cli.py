@@ -49,7 +49,9 @@ def _serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         access_log=False,
-        ws_ping_interval=None,  # the terminal WebSocket pings itself (DESIGN: every 20 s)
+        # Protocol pings every 20 s; a peer that has not answered for 60 s in all is closed.
+        ws_ping_interval=20.0,
+        ws_ping_timeout=40.0,
         lifespan="on",
     )
     return 0

@@ -6,6 +6,7 @@ Every lifecycle transition is one event with a stable dotted name (see docs/even
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -14,6 +15,7 @@ import structlog
 
 _SECRET_KEYS = ("token", "authorization", "password", "secret", "credential")
 _configured = False
+_TOKEN_IN_TEXT = re.compile(r"((?:token|access_token)=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
 
 
 def _redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -49,9 +51,23 @@ def configure_logging(log_format: str = "json", level: str = "info", *, force: b
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through the standard library; keep them quiet and on stderr.
+    # Third-party libraries log through the standard library: quiet, on stderr, and scrubbed
+    # (uvicorn would log a WebSocket's URL with its ?token=).
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ScrubTokens())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     _configured = True
+
+
+class _ScrubTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = _TOKEN_IN_TEXT.sub(r"\1[redacted]", message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
 
 
 def get_logger(name: str | None = None) -> Any:

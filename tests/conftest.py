@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# advanced-alchemy's mixins still use a decorator SQLAlchemy 2.1 deprecates (harmless).
+warnings.filterwarnings("ignore", message="The declarative_mixin decorator")
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 

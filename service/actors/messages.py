@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 
 
@@ -55,3 +57,46 @@ class Reconcile(Message, frozen=True):
 
 class ProjectChanged(Message, frozen=True):
     """The project row changed (image, runtime, name): reload it."""
+
+
+# --- sessions ---------------------------------------------------------------------------
+
+
+class OpenSession(Message, frozen=True):
+    """Start a program under a PTY; answers the ``PtySession``."""
+
+    command: list[str] | None = None
+    cols: int = 80
+    rows: int = 24
+    env: dict[str, str] | None = None
+    restart: str = "never"
+
+
+class DefaultSession(Message, frozen=True):
+    """The project's default shell session, started on demand; answers the ``PtySession``."""
+
+    cols: int = 80
+    rows: int = 24
+
+
+class ListSessions(Message, frozen=True):
+    pass
+
+
+class CloseSession(Message, frozen=True):
+    """End the session's process group and forget the session."""
+
+    session_id: UUID
+
+
+class SessionExited(Message, frozen=True):
+    """Told by a session when its program ended."""
+
+    session_id: UUID
+    exit_code: int | None
+    signal: int | None = None
+
+
+class SessionRestartDue(Message, frozen=True):
+    session_id: UUID
+    generation: int

@@ -23,6 +23,7 @@ from service.errors import AppError, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.base import ContainerState, Runtime
 from service.runtimes.docker import DockerRuntime
+from service.sessions.children import SessionIndex, SessionSet
 
 log = get_logger(__name__)
 
@@ -33,6 +34,7 @@ SUPERVISOR_POLICY = RestartPolicy(max_restarts=5, window_s=60.0, backoff_initial
 class _Entry:
     mailbox: Mailbox
     tracker: RestartTracker
+    sessions: SessionSet
     supervisor: ProjectSupervisor | None = None
     task: asyncio.Task[None] | None = None
     failed: str | None = None  # set when the supervisor crashed too often
@@ -55,6 +57,7 @@ class SupervisorRegistry:
         self.policy = policy
         self.supervisor_policy = supervisor_policy
         self._entries: dict[UUID, _Entry] = {}
+        self.index = SessionIndex()
         self._lock = asyncio.Lock()
         self._closing = False
 
@@ -98,10 +101,30 @@ class SupervisorRegistry:
                 # A task that crashed was reported as supervisor.crashed already.
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        # The supervisor no longer runs: its sessions are the registry's to end.
+        await entry.sessions.close_all()
         for envelope in entry.mailbox.drain():
             if envelope.reply is not None and not envelope.reply.done():
                 envelope.reply.set_exception(Unavailable("the project's supervisor stopped"))
         log.info("supervisor.stopped", project_id=str(project_id))
+
+    def _new_entry(self, name: str) -> _Entry:
+        mailbox = Mailbox(f"the supervisor of project {name!r}")
+        holder: list[_Entry] = []
+
+        async def ensure_container() -> str:
+            supervisor = holder[0].supervisor
+            assert supervisor is not None
+            return await supervisor.ensure_running()
+
+        # The sessions live in the entry, not in the supervisor: a supervisor that crashes
+        # and is restarted takes its sessions back; they end only when the project stops.
+        sessions = SessionSet(
+            mailbox=mailbox, docker=self.docker, policy=self.policy, index=self.index, ensure_container=ensure_container
+        )
+        entry = _Entry(mailbox=mailbox, tracker=RestartTracker(self.supervisor_policy), sessions=sessions)
+        holder.append(entry)
+        return entry
 
     # --- messages --------------------------------------------------------------------
 
@@ -117,10 +140,7 @@ class SupervisorRegistry:
                         raise NotFound(f"no project with id {project_id}")
                     if self._closing:
                         raise Unavailable("the service is shutting down")
-                    entry = _Entry(
-                        mailbox=Mailbox(f"the supervisor of project {project.name!r}"),
-                        tracker=RestartTracker(self.supervisor_policy),
-                    )
+                    entry = self._new_entry(project.name)
                     self._entries[project_id] = entry
                     await self._spawn(project_id, entry)
         if entry.failed:
@@ -147,6 +167,13 @@ class SupervisorRegistry:
         entry = self._entries.get(project_id)
         return None if entry is None else entry.supervisor
 
+    def find_by_container(self, container_id: str) -> UUID | None:
+        """The project whose supervisor owns this container."""
+        for project_id, entry in self._entries.items():
+            if entry.supervisor is not None and entry.supervisor.container_id == container_id:
+                return project_id
+        return None
+
     def container_view(self, state: ContainerState) -> Container:
         """A container listed from Docker, with its supervisor's restart count and failure
         (a read of a snapshot: nothing is changed outside the supervisor's loop)."""
@@ -164,7 +191,13 @@ class SupervisorRegistry:
             self._entries.pop(project_id, None)
             return
         supervisor = ProjectSupervisor(
-            project, entry.mailbox, docker=self.docker, local=self.local, store=self.store, policy=self.policy
+            project,
+            entry.mailbox,
+            docker=self.docker,
+            local=self.local,
+            store=self.store,
+            policy=self.policy,
+            sessions=entry.sessions,
         )
         entry.supervisor = supervisor
         # A fresh context: a supervisor started during a request must not carry its request_id.

@@ -24,6 +24,7 @@ from service.errors import AppError, Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.base import ContainerState, ProjectRef, Runtime
 from service.runtimes.docker import DockerRuntime
+from service.sessions.children import SessionSet
 
 log = get_logger(__name__)
 
@@ -38,8 +39,10 @@ class ProjectSupervisor:
         local: Runtime,
         store: ProjectStore,
         policy: RestartPolicy,
+        sessions: SessionSet,
     ) -> None:
         self.project = project
+        self.sessions = sessions
         self.mailbox = mailbox
         self.docker = docker
         self.local = local
@@ -81,7 +84,7 @@ class ProjectSupervisor:
         finally:
             self._cancel_timer()
 
-    async def handle(self, message: m.Message) -> Any:  # noqa: PLR0911 - one case per message
+    async def handle(self, message: m.Message) -> Any:  # noqa: PLR0911, PLR0912 - one case per message
         match message:
             case m.GetContainer():
                 return await self._get()
@@ -101,6 +104,18 @@ class ProjectSupervisor:
                 return await self._reconcile()
             case m.ProjectChanged():
                 return await self._reload()
+            case m.OpenSession():
+                return await self.sessions.open(self.project, message)
+            case m.DefaultSession():
+                return await self.sessions.default(self.project, message)
+            case m.ListSessions():
+                return [session.view() for session in self.sessions.sessions.values()]
+            case m.CloseSession(session_id=session_id):
+                return await self.sessions.close(session_id)
+            case m.SessionExited():
+                return await self.sessions.on_exited(self.project, message)
+            case m.SessionRestartDue():
+                return await self.sessions.on_restart_due(self.project, message)
         raise TypeError(f"unknown message {type(message).__name__}")
 
     # --- adoption --------------------------------------------------------------------
@@ -189,6 +204,19 @@ class ProjectSupervisor:
             self.gave_up = False
             self.last_failure = None
             self.tracker.reset()
+
+    async def ensure_running(self) -> str:
+        """For sessions: the container, created and started if need be; answers its id."""
+        self._require_docker()
+        await self._ensure_adopted()
+        if self.gave_up:
+            raise Conflict(
+                f"the container of project {self.project.name!r} failed too often ({self.last_failure}); "
+                "start it again first"
+            )
+        if not self.want_running:
+            self._deliberate(want_running=True)
+        return (await self._bring_up()).id
 
     async def _start(self) -> Container:
         self._require_docker()

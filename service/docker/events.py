@@ -72,7 +72,7 @@ class DockerEventsListener:
         try:
             # The stream is open once the engine answered the request: wait for that, then
             # reconcile, so that nothing which happened before the subscription is missed.
-            while events.json_stream is None and not runner.done():  # noqa: ASYNC110 - aiodocker signals no event
+            while events.json_stream is None and not runner.done():
                 await asyncio.sleep(0.01)
             if runner.done():
                 runner.result()

@@ -186,6 +186,26 @@ class DockerRuntime:
             if exc.status != 404:
                 raise
 
+    async def run(
+        self, container_id: str, argv: list[str], *, user: str = "", timeout: float = 60
+    ) -> tuple[int | None, bytes]:
+        """Run a command to completion in the container (no TTY); answer its exit code and output."""
+        out = bytearray()
+        async with self.engine.call("a command in the container", timeout=timeout):
+            exec_ = await self.engine.client.containers.container(container_id).exec(
+                argv, stdout=True, stderr=True, tty=False, user=user, workdir=WORKDIR
+            )
+            async with exec_.start(detach=False) as stream:
+                while (message := await stream.read_out()) is not None:
+                    out += message.data
+            for _ in range(100):
+                info = await exec_.inspect()
+                if not info.get("Running"):
+                    break
+                await asyncio.sleep(0.02)
+        code = info.get("ExitCode")
+        return (int(code) if code is not None else None), bytes(out)
+
     async def prepare(self, project: ProjectRef) -> None:
         """Sessions need a running container; the supervisor makes sure of it before this."""
         state = await self.find(project)

@@ -1,0 +1,124 @@
+"""A session in the docker runtime: a Docker exec instance with ``Tty: true``, attached over
+the engine's socket, resized with the exec-resize call, its exit code read from exec inspect.
+
+Docker 20.10 (API 1.41) has no ``ConsoleSize``: an exec starts at 0x0 and a resize after
+start races the program. So a wrapper sets the size inside first (``stty``), records its
+pid (the process group: a TTY exec is a session leader) and execs the command. Docker has
+no call that ends an exec and closing its stream leaves the process running, so ending a
+session signals that process group inside the container and checks that it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiodocker
+
+from service.errors import Unavailable
+from service.logs import get_logger
+from service.runtimes.docker import WORKDIR, DockerRuntime
+from service.runtimes.pty import ExitStatus, OnData, OnEof, SpawnSpec
+
+log = get_logger(__name__)
+
+WRAPPER = 'echo $$ > "$1"; stty rows "$2" cols "$3" 2>/dev/null; shift 3; exec "$@"'
+# HUP, TERM, KILL to the group, each given up to 1 s; exit 0 once the group is gone.
+TERMINATE = """
+pg=$(cat "$1" 2>/dev/null) || exit 0
+for sig in HUP TERM KILL; do
+  kill -$sig -"$pg" 2>/dev/null || break
+  i=0
+  while [ $i -lt 20 ] && kill -0 -"$pg" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
+  kill -0 -"$pg" 2>/dev/null || break
+done
+if kill -0 -"$pg" 2>/dev/null; then exit 1; fi
+rm -f "$1"
+"""
+
+
+class DockerExecPty:
+    def __init__(
+        self, runtime: DockerRuntime, *, container_id: str, exec_: Any, stream: Any, pidfile: str, user: str
+    ) -> None:
+        self.runtime = runtime
+        self.container_id = container_id
+        self.exec = exec_
+        self.stream = stream
+        self.pidfile = pidfile
+        self.user = user
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def spawn(cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str) -> DockerExecPty:
+        pidfile = f"/tmp/.agentdock-session-{key}.pid"  # noqa: S108 - inside the container
+        argv = ["/bin/sh", "-c", WRAPPER, "agentdock-session", pidfile, str(spec.rows), str(spec.cols), *spec.argv]
+        user = spec.user or ""
+        engine = runtime.engine
+        try:
+            async with engine.call("an exec create", timeout=30):
+                exec_ = await engine.client.containers.container(container_id).exec(
+                    argv, stdin=True, tty=True, user=user, environment=spec.env, workdir=WORKDIR
+                )
+                stream = exec_.start(detach=False)
+                await stream.__aenter__()
+        except aiodocker.DockerError as exc:
+            raise Unavailable(f"the session could not start in the container: {exc.message}") from None
+        return cls(runtime, container_id=container_id, exec_=exec_, stream=stream, pidfile=pidfile, user=user)
+
+    def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
+        async def pump() -> None:
+            try:
+                while (message := await self.stream.read_out()) is not None:
+                    on_data(message.data)
+            except (aiodocker.DockerError, OSError, RuntimeError) as exc:
+                log.warning("session.stream_failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                on_eof()
+
+        self._reader = asyncio.create_task(pump(), name=f"exec-reader-{self.exec.id[:12]}")
+
+    async def write(self, data: bytes) -> None:
+        with contextlib.suppress(RuntimeError, OSError):  # a closed stream: the process is gone
+            await self.stream.write_in(data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        with contextlib.suppress(aiodocker.DockerError):
+            async with self.runtime.engine.call("an exec resize"):
+                await self.exec.resize(h=rows, w=cols)
+
+    async def terminate(self) -> None:
+        try:
+            code, output = await self.runtime.run(
+                self.container_id, ["/bin/sh", "-c", TERMINATE, "agentdock-end", self.pidfile], user=self.user
+            )
+        except (aiodocker.DockerError, Unavailable) as exc:
+            log.warning("session.terminate_failed", error=str(exc))
+            return
+        if code not in (0, None):
+            log.warning("session.terminate_failed", error=output.decode(errors="replace")[-500:] or f"exit {code}")
+
+    async def wait(self) -> ExitStatus:
+        info: dict[str, Any] = {}
+        for _ in range(200):
+            try:
+                async with self.runtime.engine.call("an exec inspect"):
+                    info = await self.exec.inspect()
+            except (aiodocker.DockerError, Unavailable):
+                return ExitStatus(exit_code=None)
+            if not info.get("Running"):
+                break
+            await asyncio.sleep(0.02)
+        code = info.get("ExitCode")
+        if code is None or info.get("Running"):
+            return ExitStatus(exit_code=None)
+        return ExitStatus(exit_code=code, signal=code - 128 if code > 128 else None)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stream.close()
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader

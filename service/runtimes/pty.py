@@ -1,0 +1,54 @@
+"""The process behind a session: a program under a pseudo-terminal, in either runtime.
+
+Output is pushed to a callback as it arrives (the PTY is always read, never left to fill);
+the session decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+OnData = Callable[[bytes], None]
+OnEof = Callable[[], None]
+
+# Ending a session: each signal to the process group, then up to this long for it to go.
+TERMINATION = ((signal.SIGHUP, 1.0), (signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0))
+
+
+class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    exit_code: int | None
+    signal: int | None = None
+
+
+class SpawnSpec(msgspec.Struct, frozen=True, kw_only=True):
+    argv: list[str]
+    cols: int
+    rows: int
+    env: dict[str, str]
+    user: str | None = None
+
+
+class PtyProcess(Protocol):
+    def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
+        """Deliver every chunk of output to ``on_data``, then call ``on_eof`` once."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def resize(self, cols: int, rows: int) -> None: ...
+
+    async def terminate(self) -> None:
+        """End the process group: SIGHUP, SIGTERM, SIGKILL, each given a bounded time."""
+        ...
+
+    async def wait(self) -> ExitStatus:
+        """After EOF: the exit status."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the process holds (fds, streams, tasks)."""
+        ...

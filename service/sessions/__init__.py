@@ -1,0 +1,1 @@
+"""Sessions: programs under a PTY, children of their project's supervisor, streamed to viewers."""

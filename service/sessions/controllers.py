@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
+
+from service.actors import messages as m
+from service.errors import NotFound
+from service.sessions.schemas import Session, SessionCreate
+from service.sessions.session import PtySession
+from service.state import AppState
+
+ProjectId = Annotated[UUID, PathParameter(description="the project's id (a UUID)")]
+SessionId = Annotated[UUID, PathParameter(description="the session's id (a UUID)")]
+OPEN_TIMEOUT_S = 120.0  # opening may create and start the container first
+
+
+class ProjectSessionsController(Controller):
+    path = "/api/projects/{project_id:uuid}/sessions"
+    tags = ["sessions"]
+
+    @post("/", summary="Start a program under a PTY in the project's environment")
+    async def open_session(
+        self, project_id: ProjectId, data: JSONBody[SessionCreate], app_state: NamedDependency[AppState]
+    ) -> Session:
+        message = m.OpenSession(
+            command=data.command, cols=data.cols, rows=data.rows, env=data.env, restart=data.restart
+        )
+        session: PtySession = await app_state.registry.ask(project_id, message, timeout=OPEN_TIMEOUT_S)
+        return session.view()
+
+    @get("/", summary="The project's sessions")
+    async def list_sessions(self, project_id: ProjectId, app_state: NamedDependency[AppState]) -> list[Session]:
+        sessions: list[Session] = await app_state.registry.ask(project_id, m.ListSessions())
+        return sessions
+
+
+class SessionsController(Controller):
+    path = "/api/sessions"
+    tags = ["sessions"]
+
+    @get("/{session_id:uuid}", summary="A session")
+    async def get_session(self, session_id: SessionId, app_state: NamedDependency[AppState]) -> Session:
+        return _session(app_state, session_id).view()
+
+    @delete("/{session_id:uuid}", summary="End the session's process group and forget the session")
+    async def close_session(self, session_id: SessionId, app_state: NamedDependency[AppState]) -> None:
+        session = _session(app_state, session_id)
+        await app_state.registry.ask(session.project_id, m.CloseSession(session_id=session_id), timeout=30)
+
+
+def _session(app_state: AppState, session_id: UUID) -> PtySession:
+    session = app_state.registry.index.get(session_id)
+    if session is None:
+        raise NotFound(f"no session with id {session_id}")
+    return session

@@ -1,0 +1,218 @@
+"""A PTY session: one program (restarted in place when its policy says so), its scrollback,
+and its viewers.
+
+The session's own I/O never goes through the supervisor's mailbox (keystrokes and output are
+the hot path); its lifecycle does: the supervisor spawns, restarts and ends the process, and
+hears of its exit through ``on_exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import UUID, uuid4
+
+import msgspec
+
+from service.logs import get_logger
+from service.runtimes.pty import ExitStatus, PtyProcess
+from service.sessions.schemas import OutputFrame, Session, SessionState, StatusFrame
+from service.sessions.scrollback import DEFAULT_LIMIT, Scrollback
+from service.sessions.viewer import DEFAULT_VIEWER_LIMIT, Frame, Viewer
+
+log = get_logger(__name__)
+
+# Frames, not bytes, cost the time: output that arrives while the last frame is younger
+# than this is gathered into the next one; output after a quiet spell goes out at once.
+COALESCE_S = 0.004
+FLUSH_AT_BYTES = 64 * 1024
+INTERRUPT = b"\x03"  # Ctrl-C through the terminal: SIGINT to the foreground process group
+
+_encode = msgspec.json.Encoder().encode
+
+
+class PtySession:
+    def __init__(
+        self,
+        *,
+        project_id: UUID,
+        command: list[str],
+        cols: int,
+        rows: int,
+        env: dict[str, str],
+        restart: Literal["never", "on-failure"],
+        on_exit: Callable[[PtySession, ExitStatus], None],
+        scrollback_limit: int = DEFAULT_LIMIT,
+        viewer_limit: int = DEFAULT_VIEWER_LIMIT,
+        is_default: bool = False,
+    ) -> None:
+        self.id = uuid4()
+        self.project_id = project_id
+        self.command = command
+        self.cols = cols
+        self.rows = rows
+        self.env = env
+        self.restart = restart
+        self.is_default = is_default
+        self.created_at = datetime.now(UTC)
+        self.state: SessionState = "running"
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.restart_count = 0
+        self.ending = False  # ended deliberately: its exit is not a failure
+        self.viewers: set[Viewer] = set()
+        self.scrollback = Scrollback(scrollback_limit)
+        self.viewer_limit = viewer_limit
+        self._on_exit = on_exit
+        self._process: PtyProcess | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = bytearray()
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self._exited = asyncio.Event()
+        self._waiter: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+
+    # --- the process ----------------------------------------------------------------
+
+    def attach_process(self, process: PtyProcess) -> None:
+        """Run ``process`` as this session's program (first start, or a restart in place)."""
+        self._process = process
+        self._decoder.reset()
+        self.state, self.exit_code, self.signal = "running", None, None
+        self._exited.clear()
+        self._broadcast(self.status_frame())
+        process.start_reading(self._on_data, self._on_eof)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def _on_data(self, data: bytes) -> None:
+        self._pending += data
+        if len(self._pending) >= FLUSH_AT_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            delay = COALESCE_S - (time.monotonic() - self._last_flush)
+            if delay <= 0:
+                self._flush()
+            else:
+                self._flush_handle = asyncio.get_running_loop().call_later(delay, self._flush)
+
+    def _flush(self, *, final: bool = False) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        text = self._decoder.decode(bytes(self._pending), final)
+        self._pending.clear()
+        self._last_flush = time.monotonic()
+        if not text:
+            return
+        # Scrollback and subscribers are updated in one synchronous step: an attach sees the
+        # output either in its snapshot or as a live frame, never both, never neither.
+        self.scrollback.append(text)
+        self._broadcast(Frame(_encode(OutputFrame(data=text))))
+
+    def _on_eof(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        self._waiter = asyncio.create_task(self._finish(process), name=f"session-exit-{self.id}")
+
+    async def _finish(self, process: PtyProcess) -> None:
+        """Drain to EOF (done), read the exit status, then tell viewers and the supervisor."""
+        self._flush(final=True)
+        status = await process.wait()
+        await process.close()
+        self.exit_code, self.signal = status.exit_code, status.signal
+        self.state = "exited" if status.exit_code is not None else "error"
+        self._broadcast(self.status_frame())
+        self._exited.set()
+        self._on_exit(self, status)
+
+    async def end(self, timeout: float = 10.0) -> None:
+        """End the program: its process group gets SIGHUP, SIGTERM, SIGKILL in turn."""
+        self.ending = True
+        if self._process is None or not self.running:
+            return
+        await self._process.terminate()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._exited.wait()
+        except TimeoutError:
+            log.warning("session.end_timeout", session_id=str(self.id))
+
+    async def close(self) -> None:
+        """Release everything (after ``end``); viewers are told it is gone by their sockets."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()
+        if self._process is not None:
+            await self._process.close()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+
+    # --- input --------------------------------------------------------------------------
+
+    async def write(self, data: bytes) -> None:
+        if self._process is None or not self.running:
+            return
+        async with self._write_lock:  # input from several viewers stays in order
+            await self._process.write(data)
+
+    async def interrupt(self) -> None:
+        await self.write(INTERRUPT)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        self.cols, self.rows = cols, rows
+        if self._process is not None and self.running:
+            await self._process.resize(cols, rows)
+
+    # --- viewers --------------------------------------------------------------------------
+
+    def attach(self, *, read_only: bool) -> tuple[Viewer, list[Frame]]:
+        """Subscribe a viewer; answers it with the frames to send first (status, scrollback).
+        Snapshot and subscription are one synchronous step."""
+        viewer = Viewer(read_only=read_only, limit=self.viewer_limit)
+        first = [self.status_frame()]
+        replay = self.scrollback.replay()
+        if replay:
+            first.append(Frame(_encode(OutputFrame(data=replay))))
+        self.viewers.add(viewer)
+        return viewer, first
+
+    def detach(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+
+    def _broadcast(self, frame: Frame) -> None:
+        for viewer in list(self.viewers):
+            if not viewer.push(frame):
+                self.viewers.discard(viewer)
+                log.warning(
+                    "session.viewer.dropped",
+                    session_id=str(self.id),
+                    project_id=str(self.project_id),
+                    limit=viewer.limit,
+                )
+
+    def status_frame(self) -> Frame:
+        return Frame(_encode(StatusFrame(state=self.state, exit_code=self.exit_code, signal=self.signal)))
+
+    def view(self) -> Session:
+        return Session(
+            id=self.id,
+            project_id=self.project_id,
+            command=self.command,
+            state=self.state,
+            exit_code=self.exit_code,
+            signal=self.signal,
+            cols=self.cols,
+            rows=self.rows,
+            viewers=len(self.viewers),
+            restart=self.restart,
+            restart_count=self.restart_count,
+            created_at=self.created_at,
+        )

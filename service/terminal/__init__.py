@@ -1,0 +1,1 @@
+"""The browser terminal: ``WS /api/terminal/{id}``."""
