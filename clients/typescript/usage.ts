@@ -10,9 +10,10 @@
  *
  * What this file relies on, by name:
  *   paths       "/api/health" (get), "/api/projects" (get, post),
- *               "/api/projects/{project_id}" (get, patch, delete)
- *   statuses    200 (health, list, get, patch), 201 (post), 204 (delete)
- *   schemas     Project, ProjectCreate, ProjectUpdate
+ *               "/api/projects/{project_id}" (get, patch, delete),
+ *               "/api/templates" (get)
+ *   statuses    200 (health, list, get, patch, templates), 201 (post), 204 (delete)
+ *   schemas     Project, ProjectCreate, ProjectUpdate, Template
  */
 import type { components, paths } from "./schema";
 
@@ -41,6 +42,10 @@ type UpdatedProject = ProjectItem["patch"]["responses"][200]["content"]["applica
 export type DeleteProjectQuery = NonNullable<ProjectItem["delete"]["parameters"]["query"]>;
 type DeletedProject = ProjectItem["delete"]["responses"][204];
 
+export type Template = components["schemas"]["Template"];
+type TemplateList =
+  paths["/api/templates"]["get"]["responses"][200]["content"]["application/json"];
+
 /** A status code the schema declares for the operation. */
 type Status<Op extends { responses: object }> = keyof Op["responses"] & number;
 
@@ -56,6 +61,7 @@ export type SchemaChecks = [
   Assert<Equal<FetchedProject, Project>>,
   Assert<Equal<UpdatedProject, Project>>,
   Assert<Equal<ProjectList, Project[]>>,
+  Assert<Equal<TemplateList, Template[]>>,
   Assert<Equal<ProjectCreate, components["schemas"]["ProjectCreate"]>>,
   Assert<Equal<ProjectUpdate, components["schemas"]["ProjectUpdate"]>>,
   // A 204 has no body.
@@ -110,6 +116,14 @@ export const sampleProject = {
   container_id: null,
 } satisfies Known<Project>;
 
+/** Every Template field the front end knows (`GET /api/templates`). */
+export const sampleTemplate = {
+  name: "python",
+  description: "A Python package with a unittest suite",
+  test_command: "python3 -m unittest discover -s tests -t .",
+  test_patterns: ["tests/**", "test_*.py"],
+} satisfies Known<Template>;
+
 /** Only `name` is required. */
 export const minimalCreate: ProjectCreate = { name: "demo" };
 
@@ -118,6 +132,7 @@ export const fullCreate: ProjectCreate = {
   description: "A demo project",
   template: "python",
   repo_url: "https://github.com/example/demo.git",
+  github: { create: true, private: true, org: "example" },
   image: "agentdock-base:latest",
   test_command: "pytest -q",
   agent_command: ["aider", "--message", "{prompt}"],
@@ -127,6 +142,7 @@ export const fullCreate: ProjectCreate = {
 export const createWithNulls: ProjectCreate = {
   name: "demo",
   repo_url: null,
+  github: null,
   image: null,
   test_command: null,
   agent_command: null,
@@ -168,6 +184,14 @@ export function describeProject(project: Project): string {
     `  container ${containerId ?? "none"}`,
     `  created ${createdAt.toISOString()}, updated ${updatedAt.toISOString()}`,
   ].join("\n");
+}
+
+export function describeTemplate(template: Template): string {
+  const name: string = template.name;
+  const description: string = template.description;
+  const testCommand: string = template.test_command;
+  const testPatterns: readonly string[] = template.test_patterns;
+  return `${name} — ${description} (tests: ${testCommand}; ${testPatterns.join(", ")})`;
 }
 
 export function describeHealth(health: Health): string {
@@ -268,6 +292,7 @@ const OK: Status<ProjectItem["get"]> = 200;
 const CREATED: Status<paths["/api/projects"]["post"]> = 201;
 const NO_CONTENT: Status<ProjectItem["delete"]> = 204;
 const HEALTH_OK: Status<paths["/api/health"]["get"]> = 200;
+const TEMPLATES_OK: Status<paths["/api/templates"]["get"]> = 200;
 /** DESIGN.md: a degraded service answers 503 with the same body. */
 const HEALTH_DEGRADED = 503;
 
@@ -278,6 +303,12 @@ export async function getHealth(options: ApiOptions): Promise<Health> {
     HEALTH_DEGRADED,
   ]);
   return (await response.json()) as Health;
+}
+
+/** `GET /api/templates` → 200 Template[]: what a project can be created from. */
+export async function listTemplates(options: ApiOptions): Promise<Template[]> {
+  const response = await send(options, "GET", expand("/api/templates"), [TEMPLATES_OK]);
+  return (await response.json()) as TemplateList;
 }
 
 /** `POST /api/projects` → 201 Project. */
@@ -331,6 +362,9 @@ export async function deleteProject(
 
 export async function demo(options: ApiOptions): Promise<string> {
   const lines: string[] = [describeHealth(await getHealth(options))];
+  for (const template of await listTemplates(options)) {
+    lines.push(describeTemplate(template));
+  }
   const created = await createProject(options, fullCreate);
   const params: ProjectPathParams = { project_id: created.id };
   const renamed = await updateProject(options, params, renameUpdate);

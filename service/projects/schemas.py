@@ -22,8 +22,24 @@ ProjectName = Annotated[
     ),
 ]
 Description = Annotated[str, msgspec.Meta(max_length=4096)]
-TemplateName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
-RepoUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+TemplateName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="a template of GET /api/templates; with repo_url it only supplies the defaults",
+    ),
+]
+RepoUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        description="clone this instead of using the template's files: an https:// or http:// URL without "
+        "credentials, a file:// URL, or an absolute path on the service's host",
+    ),
+]
 ImageRef = Annotated[
     str, msgspec.Meta(min_length=1, max_length=255, pattern=IMAGE_PATTERN, description="a Docker image reference")
 ]
@@ -37,11 +53,22 @@ AgentCommand = Annotated[
         description="argv list; the element '{prompt}' is replaced by the prompt text (no shell)",
     ),
 ]
-OrgName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")]
+OrgName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="create the repository in this organisation instead of under the token's user",
+    ),
+]
 RuntimeName = Literal["docker", "local"]
 
 
 class GitHubOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``create: true`` makes a GitHub repository named as the project, sets it as the
+    workspace's ``origin`` and pushes to it; the project's ``github_url`` is its page."""
+
     create: bool = False
     private: bool = True
     org: OrgName | None = None

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
+import structlog
 from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 
 from service.db.models import ProjectModel
-from service.errors import Conflict, NotFound
+from service.errors import AppError, Conflict, NotFound
 from service.logs import get_logger
 from service.projects import workspace
-from service.projects.schemas import DEFAULT_AGENT_COMMAND, Project, ProjectCreate, ProjectUpdate
-from service.scaffolding.templates import get_template
+from service.projects.schemas import DEFAULT_AGENT_COMMAND, GitHubOptions, Project, ProjectCreate, ProjectUpdate
+from service.scaffolding import git, templates
+from service.scaffolding.github import GitHubClient, GitHubRepository
+from service.scaffolding.templates import TemplateSpec, get_template
 from service.settings import Settings
 
 log = get_logger(__name__)
@@ -45,32 +49,51 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
             raise Conflict(f"a project named {name!r} already exists")
 
     async def create_project(self, data: ProjectCreate, settings: Settings) -> ProjectModel:
+        """Make the workspace (template files and a first commit, or a clone), publish it to
+        GitHub where asked, then insert the row. A failure at any step undoes every step
+        before it: no row, no workspace directory, no GitHub repository is left behind."""
         template = get_template(data.template)
+        source = git.parse_clone_source(data.repo_url) if data.repo_url is not None else None
+        github = GitHubClient(settings) if data.github is not None and data.github.create else None
         await self._ensure_name_free(data.name)
-        path = workspace.create_workspace(settings.workspaces_dir, data.name)
-        try:
-            project = await self.create(
-                ProjectModel(
-                    name=data.name,
-                    description=data.description,
-                    path=str(path),
-                    template=template.name,
-                    repo_url=data.repo_url,
-                    image=data.image or settings.image,
-                    runtime=data.runtime,
-                    test_command=data.test_command if data.test_command is not None else template.test_command,
-                    agent_command=list(data.agent_command or DEFAULT_AGENT_COMMAND),
-                ),
-                auto_commit=True,
-            )
-        except IntegrityError:
-            workspace.purge_workspace(settings.workspaces_dir, path)
-            raise Conflict(f"a project named {data.name!r} already exists") from None
-        except BaseException:
-            workspace.purge_workspace(settings.workspaces_dir, path)
-            raise
+        project_id = uuid4()
+        with structlog.contextvars.bound_contextvars(project_id=str(project_id)):
+            path = workspace.create_workspace(settings.workspaces_dir, data.name)
+            creation = _Creation(settings=settings, path=path, github=github)
+            try:
+                if source is not None:
+                    await creation.clone(source)
+                else:
+                    await creation.scaffold(template, name=data.name, description=data.description)
+                if github is not None and data.github is not None:
+                    await creation.publish(github, data.github, name=data.name, description=data.description)
+                creation.step = "database"
+                project = await self._insert(
+                    ProjectModel(
+                        id=project_id,
+                        name=data.name,
+                        description=data.description,
+                        path=str(path),
+                        template=template.name,
+                        repo_url=data.repo_url,
+                        github_url=creation.repository.html_url if creation.repository else None,
+                        image=data.image or settings.image,
+                        runtime=data.runtime,
+                        test_command=data.test_command if data.test_command is not None else template.test_command,
+                        agent_command=list(data.agent_command or DEFAULT_AGENT_COMMAND),
+                    )
+                )
+            except BaseException as exc:
+                await creation.undo(exc, name=data.name)
+                raise
         log.info("project.created", project_id=str(project.id), name=project.name, path=project.path)
         return project
+
+    async def _insert(self, project: ProjectModel) -> ProjectModel:
+        try:
+            return await self.create(project, auto_commit=True)
+        except IntegrityError:
+            raise Conflict(f"a project named {project.name!r} already exists") from None
 
     async def update_project(self, project_id: UUID, data: ProjectUpdate) -> ProjectModel:
         project = await self.get_project(project_id)
@@ -92,9 +115,88 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         project = await self.get_project(project_id)
         await self.delete(project.id, auto_commit=True)
         if purge:
-            workspace.purge_workspace(settings.workspaces_dir, Path(project.path))
+            await asyncio.to_thread(workspace.purge_workspace, settings.workspaces_dir, Path(project.path))
         log.info("project.deleted", project_id=str(project.id), name=project.name, purged=purge)
         return project
+
+
+class _Creation:
+    """The steps of one project's creation, and how to undo them."""
+
+    def __init__(self, *, settings: Settings, path: Path, github: GitHubClient | None) -> None:
+        self.settings = settings
+        self.path = path
+        self.github = github
+        self.repository: GitHubRepository | None = None
+        self.step = "workspace"
+
+    async def scaffold(self, template: TemplateSpec, *, name: str, description: str) -> None:
+        self.step = "template"
+        files = await asyncio.to_thread(
+            templates.render, template, self.path, project_name=name, description=description
+        )
+        self.step = "git"
+        commit = await git.init_and_commit(
+            self.path,
+            author=git.Author(self.settings.git_author_name, self.settings.git_author_email),
+            message=f"Initial commit from the agentdock template '{template.name}'",
+            timeout=self.settings.git_timeout_s,
+        )
+        log.info("project.scaffolded", template=template.name, files=len(files), commit=commit, path=str(self.path))
+
+    async def clone(self, source: git.CloneSource) -> None:
+        self.step = "clone"
+        await git.clone(source, self.path, timeout=self.settings.git_timeout_s)
+        commit = await git.head(self.path, timeout=self.settings.git_timeout_s)
+        log.info("project.cloned", repo_url=source.url, commit=commit, path=str(self.path))
+
+    async def publish(self, github: GitHubClient, options: GitHubOptions, *, name: str, description: str) -> None:
+        self.step = "github"
+        self.repository = await github.create_repository(
+            name=name, description=description, private=options.private, org=options.org
+        )
+        repo = self.repository
+        log.info(
+            "github.repo_created",
+            full_name=repo.full_name,
+            html_url=repo.html_url,
+            private=repo.private,
+            org=options.org,
+        )
+        self.step = "push"
+        timeout = self.settings.git_timeout_s
+        await git.set_remote(self.path, "origin", repo.clone_url, timeout=timeout)
+        branch = await git.push(self.path, "origin", token=github.token, timeout=timeout)
+        log.info("git.pushed", remote="origin", url=repo.html_url, branch=branch)
+
+    async def undo(self, exc: BaseException, *, name: str) -> None:
+        """Delete what was made, newest first; never raises (the original error is the answer)."""
+        notes: list[str] = []
+        if self.repository is not None and self.github is not None:
+            repo = self.repository
+            try:
+                await self.github.delete_repository(repo)
+            except AppError as failure:
+                notes.append(
+                    f"The GitHub repository {repo.html_url} was created but could not be deleted "
+                    f"({failure.detail}); delete it by hand before trying again."
+                )
+                log.warning("github.repo_delete_failed", full_name=repo.full_name, detail=failure.detail)
+            else:
+                log.info("github.repo_deleted", full_name=repo.full_name)
+        try:
+            await asyncio.to_thread(workspace.purge_workspace, self.settings.workspaces_dir, self.path)
+        except OSError as failure:
+            log.warning("project.cleanup_failed", path=str(self.path), detail=str(failure))
+        if isinstance(exc, AppError):
+            if notes:
+                exc.detail = " ".join([exc.detail, *notes])
+                exc.args = (exc.detail,)
+            log.warning("project.create_failed", name=name, step=self.step, status=exc.status_code, detail=exc.detail)
+        elif isinstance(exc, Exception):
+            log.warning("project.create_failed", name=name, step=self.step, status=500, detail=type(exc).__name__)
+        else:  # cancelled: the client went away
+            log.warning("project.create_failed", name=name, step=self.step, status=None, detail="cancelled")
 
 
 def to_schema(project: ProjectModel, settings: Settings) -> Project:
