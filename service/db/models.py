@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from advanced_alchemy.base import UUIDAuditBase, orm_registry
-from sqlalchemy import JSON, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 metadata = orm_registry.metadata
@@ -40,3 +43,40 @@ class ProjectModel(UUIDAuditBase):
     test_command: Mapped[str] = mapped_column(Text, default="")
     agent_command: Mapped[list[str]] = mapped_column(JSON, default=list)
     container_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class WorkflowRunModel(UUIDAuditBase):
+    __tablename__ = "workflow_run"
+
+    project_id: Mapped[UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    workflow: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    step_timeout_s: Mapped[float] = mapped_column(Float)
+    idle_timeout_s: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    base_commit: Mapped[str | None] = mapped_column(String(64), default=None)
+    branch: Mapped[str | None] = mapped_column(String(255), default=None)
+    commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    pull_request_url: Mapped[str | None] = mapped_column(Text, default=None)
+    test_snapshot: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON, default=None)
+    steps: Mapped[list[WorkflowStepModel]] = relationship(
+        back_populates="run", order_by="WorkflowStepModel.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class WorkflowStepModel(UUIDAuditBase):
+    __tablename__ = "workflow_step"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    run_id: Mapped[UUID] = mapped_column(ForeignKey("workflow_run.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    session_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    run: Mapped[WorkflowRunModel] = relationship(back_populates="steps")

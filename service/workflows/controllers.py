@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, WebSocket, get, post, websocket
+from litestar.di import NamedDependency
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, JSONBody, PathParameter
+
+from service.actors import messages as m
+from service.auth import websocket_refusal
+from service.errors import AppError, Invalid
+from service.logs import get_logger
+from service.state import AppState
+from service.workflows.definitions import WORKFLOWS, get_workflow
+from service.workflows.schemas import FINISHED, Run, RunCreate, RunEvent, Workflow
+
+log = get_logger(__name__)
+
+ProjectId = Annotated[UUID, PathParameter(description="the project's id (a UUID)")]
+RunId = Annotated[UUID, PathParameter(description="the run's id (a UUID)")]
+_encode = msgspec.json.Encoder().encode
+
+
+class WorkflowsController(Controller):
+    path = "/api/workflows"
+    tags = ["workflows"]
+
+    @get("/", summary="The workflow definitions")
+    async def list_workflows(self) -> list[Workflow]:
+        return [Workflow(name=w.name, description=w.description, steps=list(w.steps)) for w in WORKFLOWS.values()]
+
+
+class ProjectRunsController(Controller):
+    path = "/api/projects/{project_id:uuid}/workflow-runs"
+    tags = ["workflows"]
+
+    @post("/", summary="Queue a workflow run; one runs at a time per project")
+    async def create_run(
+        self, project_id: ProjectId, data: JSONBody[RunCreate], app_state: NamedDependency[AppState]
+    ) -> Run:
+        workflow = get_workflow(data.workflow)
+        floor = app_state.settings.workflow_min_idle_s
+        if data.idle_timeout_s < floor:
+            raise Invalid(f"idle_timeout_s must be at least {floor:g} s")
+        await app_state.registry.ensure(project_id)  # 404 for an unknown project
+        run = await app_state.runs.create(project_id, data, workflow)
+        log.info("workflow.run.queued", run_id=str(run.id), project_id=str(project_id), workflow=workflow.name)
+        app_state.run_events.publish(run, "queued")
+        app_state.registry.tell(project_id, m.StartRuns())
+        return run
+
+    @get("/", summary="The project's runs, oldest first")
+    async def list_runs(self, project_id: ProjectId, app_state: NamedDependency[AppState]) -> list[Run]:
+        await app_state.registry.ensure(project_id)
+        return await app_state.runs.list_for_project(project_id)
+
+
+class RunsController(Controller):
+    path = "/api/workflow-runs"
+    tags = ["workflows"]
+
+    @get("/{run_id:uuid}", summary="A run with its steps")
+    async def get_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
+        return await app_state.runs.get(run_id)
+
+    @post("/{run_id:uuid}/cancel", summary="Cancel a run (ends its running session)", status_code=200)
+    async def cancel_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
+        run = await app_state.runs.get(run_id)
+        result: Run = await app_state.registry.ask(run.project_id, m.CancelRun(run_id=run_id), timeout=60)
+        return result
+
+
+@websocket("/api/workflow-runs/{run_id:uuid}/events", opt={"public": True})  # the token is checked below
+async def run_events(socket: WebSocket[Any, Any, Any], run_id: FromPath[UUID]) -> None:
+    """The run as it is now, then one event per state change; closed (1000) once it is over."""
+    state: AppState = socket.app.state.agentdock
+    await socket.accept()
+    refusal = websocket_refusal(socket, state.api_token, state.settings.allowed_origins)
+    if refusal is not None:
+        await socket.close(code=refusal)
+        return
+    queue = state.run_events.subscribe(run_id)
+    try:
+        try:
+            run = await state.runs.get(run_id)
+        except AppError as exc:
+            await socket.close(code=exc.close_code, reason=exc.detail[:120])
+            return
+        await socket.send_text(_encode(RunEvent(change="snapshot", run=run)).decode())
+        while run.state not in FINISHED:
+            receive: asyncio.Task[Any] = asyncio.create_task(_receive(socket))
+            event = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({receive, event}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (receive, event):
+                if task not in done:
+                    task.cancel()
+            if receive in done and receive.result()["type"] == "websocket.disconnect":
+                return
+            if event in done:
+                item: RunEvent = event.result()
+                run = item.run
+                await socket.send_text(_encode(item).decode())
+        await socket.close(code=1000, reason=f"the run is {run.state}")
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        return
+    finally:
+        state.run_events.unsubscribe(run_id, queue)
+
+
+async def _receive(socket: WebSocket[Any, Any, Any]) -> Any:
+    return await socket.receive()

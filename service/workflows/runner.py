@@ -1,0 +1,296 @@
+"""One workflow run, step by step. Every change is persisted before it is announced, so a
+run that was interrupted resumes at its current step, re-run from the beginning."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from service.actors import messages as m
+from service.errors import AppError
+from service.logs import get_logger
+from service.runtimes.base import ProjectRef
+from service.runtimes.docker import DockerRuntime, make_writable_for_agent
+from service.scaffolding.git import Author
+from service.scaffolding.templates import get_template
+from service.sessions.session import PtySession
+from service.workflows import gates
+from service.workflows.definitions import StepDefinition, get_workflow, render_prompt
+from service.workflows.events import RunEvents
+from service.workflows.schemas import GateResult, Run
+from service.workflows.store import ProjectWorkflowSettings, RunStore, now, project_workflow_settings
+
+log = get_logger(__name__)
+
+BLOCKED = re.compile(r"^\s*BLOCKED:\s*(.+?)\s*$", re.MULTILINE)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+PROMPT_ELEMENT = "{prompt}"
+GIT_TIMEOUT_S = 120.0
+AGENT_COLS, AGENT_ROWS = 120, 40
+
+Ask = Callable[[m.Message, float], Awaitable[Any]]
+# Push the run's branch and open a pull request: (run, github_url, workspace, base branch) → fields
+Publish = Callable[[Run, str, Path, str], Awaitable[dict[str, str]]]
+
+
+class StepEnded(Exception):
+    """The run cannot go on: it ends in ``state`` for ``reason``."""
+
+    def __init__(self, state: str, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+class RunExecution:
+    def __init__(
+        self,
+        run_id: UUID,
+        *,
+        project: ProjectRef,
+        store: RunStore,
+        events: RunEvents,
+        ask: Ask,
+        docker: DockerRuntime,
+        author: Author,
+        publish: Publish | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.project = project
+        self.store = store
+        self.events = events
+        self.ask = ask
+        self.docker = docker
+        self.author = author
+        self.publish = publish
+        self.cancel_requested = False
+        self.session_id: UUID | None = None
+        self.log = log.bind(project_id=str(project.id), run_id=str(run_id))
+
+    async def _save_run(self, change: str, **values: Any) -> Run:
+        run = await self.store.update_run(self.run_id, **values)
+        self.events.publish(run, change)
+        return run
+
+    async def _save_step(self, position: int, change: str, **values: Any) -> Run:
+        run = await self.store.update_step(self.run_id, position, **values)
+        self.events.publish(run, change)
+        return run
+
+    # --- the run --------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        position = 0
+        try:
+            run = await self.store.get(self.run_id)
+            settings = await project_workflow_settings(self.store.db, self.project.id)
+            workflow = get_workflow(run.workflow)
+            if run.state == "queued":
+                base = await gates.head_commit(Path(self.project.path), timeout=GIT_TIMEOUT_S)
+                run = await self._save_run("started", state="running", base_commit=base)
+                self.log.info("workflow.run.started", workflow=run.workflow)
+            for position, step in enumerate(workflow.steps):
+                if run.steps[position].state == "passed":
+                    continue
+                run = await self._step(run, position, step, settings)
+        except asyncio.CancelledError:
+            if self.cancel_requested:
+                await self._cancelled(position)
+            raise
+        except StepEnded as ended:
+            await self._save_run(ended.state, state=ended.state, reason=ended.reason)
+            if ended.state == "blocked":
+                self.log.info("workflow.run.blocked", reason=ended.reason)
+            else:
+                self.log.info("workflow.run.failed", reason=ended.reason)
+            return
+        except Exception as exc:
+            reason = exc.detail if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+            await self._save_run("failed", state="failed", reason=f"the run broke: {reason}")
+            self.log.error("workflow.run.failed", reason=reason, exc_info=not isinstance(exc, AppError))  # noqa: TRY400
+            return
+        await self._save_run("succeeded", state="succeeded", reason=None)
+        self.log.info("workflow.run.succeeded", branch=run.branch, commit=run.commit_sha)
+
+    async def _cancelled(self, position: int) -> None:
+        run = await self.store.get(self.run_id)
+        if run.steps[position].state == "running":
+            await self.store.update_step(self.run_id, position, state="cancelled", finished_at=now())
+        await self._save_run("cancelled", state="cancelled", reason="cancelled")
+        self.log.info("workflow.run.cancelled")
+
+    async def _step(self, run: Run, position: int, step: StepDefinition, settings: ProjectWorkflowSettings) -> Run:
+        if step.kind == "service":
+            return await self._commit(run, position, settings)
+        return await self._agent_step(run, position, step, settings)
+
+    # --- agent steps ------------------------------------------------------------------
+
+    async def _agent_step(
+        self, run: Run, position: int, step: StepDefinition, settings: ProjectWorkflowSettings
+    ) -> Run:
+        record = run.steps[position]
+        # A step that was running when the service stopped re-runs its attempt from the beginning.
+        attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
+        failure = (record.gate or {}).get("retry_with")
+        patterns = get_template(settings.template).test_patterns
+        workspace = Path(self.project.path)
+        snapshots = dict(await self.store.snapshot(self.run_id) or {})
+        if "base" not in snapshots:
+            snapshots["base"] = await asyncio.to_thread(gates.test_files_snapshot, workspace, patterns)
+            await self.store.update_run(self.run_id, test_snapshot=snapshots)
+        while True:
+            run = await self._save_step(
+                position,
+                "step.started",
+                state="running",
+                attempts=attempt,
+                started_at=record.started_at or now(),
+                finished_at=None,
+            )
+            self.log.info("workflow.step.started", step=step.name, attempt=attempt)
+            prompt = render_prompt(
+                task=run.task, step=step, test_command=settings.test_command, attempt=attempt, failure=failure
+            )
+            session = await self._open_agent(run, step, attempt, prompt, settings)
+            await self._save_step(position, "step.session", session_id=str(session.id))
+            ended = await self._watch(session, run)
+            if ended is not None:
+                await self.ask(m.CloseSession(session_id=session.id), 30)
+                await self._fail_step(position, GateResult(passed=False, reason=ended))
+                raise StepEnded("failed", f"step {step.name}: {ended}")
+            blocked = _blocked_reason(session.output_text())
+            if blocked is not None:
+                await self._fail_step(position, GateResult(passed=False, reason=f"the agent is blocked: {blocked}"))
+                raise StepEnded("blocked", blocked)
+            result = await self._gate(step, settings, patterns, snapshots)
+            if result.passed:
+                if step.gate == "red":
+                    snapshots["red"] = await asyncio.to_thread(gates.test_files_snapshot, workspace, patterns)
+                    await self.store.update_run(self.run_id, test_snapshot=snapshots)
+                self.log.info("workflow.step.gate_passed", step=step.name, attempt=attempt, reason=result.reason)
+                return await self._save_step(
+                    position, "step.passed", state="passed", gate=_gate_record(result), finished_at=now()
+                )
+            self.log.info(
+                "workflow.step.gate_failed",
+                step=step.name,
+                attempt=attempt,
+                reason=result.reason,
+                exit_code=result.exit_code,
+            )
+            if attempt >= run.max_attempts:
+                await self._fail_step(position, result)
+                raise StepEnded(
+                    "failed", f"step {step.name} did not pass its gate in {attempt} attempt(s): {result.reason}"
+                )
+            failure = f"{result.reason}\n--- test output (tail) ---\n{result.output_tail or ''}"
+            await self._save_step(position, "step.retried", gate={**_gate_record(result), "retry_with": failure})
+            self.log.info("workflow.step.retried", step=step.name, attempt=attempt + 1)
+            attempt += 1
+            record = (await self.store.get(self.run_id)).steps[position]
+
+    async def _open_agent(
+        self, run: Run, step: StepDefinition, attempt: int, prompt: str, settings: ProjectWorkflowSettings
+    ) -> PtySession:
+        argv = [prompt if element == PROMPT_ELEMENT else element for element in settings.agent_command]
+        env = {
+            "AGENTDOCK_RUN_ID": str(run.id),
+            "AGENTDOCK_STEP": step.name,
+            "AGENTDOCK_ATTEMPT": str(attempt),
+            "AGENTDOCK_TASK": run.task,
+        }
+        message = m.OpenSession(command=argv, cols=AGENT_COLS, rows=AGENT_ROWS, env=env, run_id=run.id)
+        session: PtySession = await self.ask(message, 120)
+        self.session_id = session.id
+        return session
+
+    async def _watch(self, session: PtySession, run: Run) -> str | None:
+        """Wait for the agent to end; answers why it was stopped, if it was."""
+        deadline = time.monotonic() + run.step_timeout_s
+        while True:
+            now_ = time.monotonic()
+            if now_ >= deadline:
+                return f"the step took longer than {run.step_timeout_s:g} s"
+            if now_ - session.last_output_at >= run.idle_timeout_s:
+                return f"the agent printed nothing for {run.idle_timeout_s:g} s"
+            idle_left = run.idle_timeout_s - (now_ - session.last_output_at)
+            if await session.wait_exited(min(deadline - now_, idle_left, 1.0)):
+                return None
+
+    async def _gate(
+        self,
+        step: StepDefinition,
+        settings: ProjectWorkflowSettings,
+        patterns: tuple[str, ...],
+        snapshots: dict[str, dict[str, str]],
+    ) -> GateResult:
+        container_id = await self.ask(m.EnsureContainer(), 120) if self.project.runtime == "docker" else None
+        run = await self.store.get(self.run_id)
+        outcome = await gates.run_tests(
+            self.project,
+            settings.test_command,
+            docker=self.docker,
+            container_id=container_id,
+            timeout=run.step_timeout_s,
+        )
+        after = await asyncio.to_thread(gates.test_files_snapshot, Path(self.project.path), patterns)
+        before = snapshots["base"] if step.gate == "red" else snapshots.get("red", snapshots["base"])
+        return gates.judge(step.gate, outcome, before=before, after=after)
+
+    async def _fail_step(self, position: int, result: GateResult) -> None:
+        await self._save_step(position, "step.failed", state="failed", gate=_gate_record(result), finished_at=now())
+
+    # --- the commit step ----------------------------------------------------------------
+
+    async def _commit(self, run: Run, position: int, settings: ProjectWorkflowSettings) -> Run:
+        run = await self._save_step(
+            position, "step.started", state="running", attempts=run.steps[position].attempts + 1, started_at=now()
+        )
+        self.log.info("workflow.step.started", step="commit", attempt=run.steps[position].attempts)
+        workspace = Path(self.project.path)
+        branch = f"agentdock/{run.id}"
+        message = f"{run.task.strip().splitlines()[0][:72]}\n\nagentdock workflow {run.workflow}, run {run.id}"
+        try:
+            sha, base = await gates.commit_on_branch(
+                workspace, branch, message, author=self.author, timeout=GIT_TIMEOUT_S
+            )
+            extra: dict[str, str] = {}
+            if self.publish is not None and settings.github_url:
+                committed = await self._save_run("committed", branch=branch, commit_sha=sha)
+                extra = await self.publish(committed, settings.github_url, workspace, base)
+        except AppError as exc:
+            await self._fail_step(position, GateResult(passed=False, reason=exc.detail))
+            raise StepEnded("failed", f"step commit: {exc.detail}") from None
+        finally:
+            if self.project.runtime == "docker":
+                await asyncio.to_thread(make_writable_for_agent, workspace)
+        await self._save_run("committed", branch=branch, commit_sha=sha, **extra)
+        self.log.info("workflow.step.gate_passed", step="commit", branch=branch, commit=sha)
+        return await self._save_step(
+            position,
+            "step.passed",
+            state="passed",
+            gate={"passed": True, "reason": f"committed {sha[:12]} on {branch}", "branch": branch, "commit": sha},
+            finished_at=now(),
+        )
+
+
+def _blocked_reason(output: str) -> str | None:
+    match = BLOCKED.search(ANSI.sub("", output).replace("\r", ""))
+    return match.group(1) if match else None
+
+
+def _gate_record(result: GateResult) -> dict[str, Any]:
+    return {
+        "passed": result.passed,
+        "reason": result.reason,
+        "exit_code": result.exit_code,
+        "output_tail": result.output_tail,
+        "tests_changed": result.tests_changed,
+    }

@@ -1,0 +1,75 @@
+"""API shapes of workflows and runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from service.workflows.definitions import StepDefinition
+
+RunState = Literal["queued", "running", "succeeded", "failed", "blocked", "cancelled"]
+StepState = Literal["pending", "running", "passed", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "blocked", "cancelled"})
+DEFAULT_STEP_TIMEOUT_S = 1800.0
+DEFAULT_IDLE_TIMEOUT_S = 600.0
+
+
+class Workflow(msgspec.Struct, kw_only=True):
+    name: str
+    description: str
+    steps: list[StepDefinition]
+
+
+class RunCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    workflow: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    task: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    step_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = DEFAULT_STEP_TIMEOUT_S
+    idle_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = DEFAULT_IDLE_TIMEOUT_S  # at least 60 s
+
+
+class GateResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    passed: bool
+    reason: str
+    exit_code: int | None = None
+    output_tail: str | None = None
+    tests_changed: list[str] | None = None
+
+
+class Step(msgspec.Struct, kw_only=True):
+    name: str
+    state: StepState
+    attempts: int
+    session_id: str | None
+    gate: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Run(msgspec.Struct, kw_only=True):
+    id: UUID
+    project_id: UUID
+    workflow: str
+    task: str
+    state: RunState
+    reason: str | None
+    max_attempts: int
+    step_timeout_s: float
+    idle_timeout_s: float
+    branch: str | None
+    commit_sha: str | None
+    pull_request_url: str | None
+    steps: list[Step]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One event on ``WS /api/workflow-runs/{id}/events``: the run, as it is after a change."""
+
+    type: Literal["run"] = "run"
+    change: str
+    run: Run
