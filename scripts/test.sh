@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 export AGENTDOCK_SETUP_DOCKER=1
 bash scripts/setup.sh
+bash scripts/setup-browser.sh
 
 if [[ "${CI:-}" == "true" ]]; then
     export AGENTDOCK_REQUIRE_DOCKER=1
+    export AGENTDOCK_REQUIRE_BROWSER=1
 fi
 export TESTCONTAINERS_RYUK_DISABLED=true
 

@@ -49,6 +49,9 @@ class DockerExecPty:
         self.pidfile = pidfile
         self.user = user
         self._reader: asyncio.Task[None] | None = None
+        self._size: tuple[int, int] | None = None
+        self._program_started = False
+        self._reapply: asyncio.Task[None] | None = None
 
     @classmethod
     async def spawn(cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str) -> DockerExecPty:
@@ -71,6 +74,8 @@ class DockerExecPty:
         async def pump() -> None:
             try:
                 while (message := await self.stream.read_out()) is not None:
+                    if not self._program_started:
+                        self._first_output()
                     on_data(message.data)
             except (aiodocker.DockerError, OSError, RuntimeError) as exc:
                 log.warning("session.stream_failed", error=f"{type(exc).__name__}: {exc}")
@@ -84,7 +89,19 @@ class DockerExecPty:
             await self.stream.write_in(data)
 
     async def resize(self, cols: int, rows: int) -> None:
-        with contextlib.suppress(aiodocker.DockerError):
+        # A resize that reaches the engine before the wrapper's own `stty` would be undone by
+        # it; the program's first output means the wrapper is done, and the latest size is
+        # applied once more then (see _first_output).
+        self._size = (cols, rows)
+        await self._resize_now(cols, rows)
+
+    def _first_output(self) -> None:
+        self._program_started = True
+        if self._size is not None:
+            self._reapply = asyncio.create_task(self._resize_now(*self._size))
+
+    async def _resize_now(self, cols: int, rows: int) -> None:
+        with contextlib.suppress(aiodocker.DockerError, Unavailable):
             async with self.runtime.engine.call("an exec resize"):
                 await self.exec.resize(h=rows, w=cols)
 
@@ -116,6 +133,8 @@ class DockerExecPty:
         return ExitStatus(exit_code=code, signal=code - 128 if code > 128 else None)
 
     async def close(self) -> None:
+        if self._reapply is not None:
+            self._reapply.cancel()
         with contextlib.suppress(Exception):
             await self.stream.close()
         if self._reader is not None and not self._reader.done():
