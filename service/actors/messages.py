@@ -70,6 +70,7 @@ class OpenSession(Message, frozen=True):
     rows: int = 24
     env: dict[str, str] | None = None
     restart: str = "never"
+    run_id: UUID | None = None  # opened for a workflow run: refused once that run is over
 
 
 class DefaultSession(Message, frozen=True):
@@ -100,3 +101,22 @@ class SessionExited(Message, frozen=True):
 class SessionRestartDue(Message, frozen=True):
     session_id: UUID
     generation: int
+
+
+class EnsureContainer(Message, frozen=True):
+    """The container, created and started if need be; answers its id (docker runtime)."""
+
+
+# --- workflows --------------------------------------------------------------------------
+
+
+class StartRuns(Message, frozen=True):
+    """A run was queued (or the service started): run the next one if none runs."""
+
+
+class CancelRun(Message, frozen=True):
+    run_id: UUID
+
+
+class RunFinished(Message, frozen=True):
+    run_id: UUID

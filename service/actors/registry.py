@@ -21,9 +21,10 @@ from service.actors.supervisor import ProjectSupervisor
 from service.containers.schemas import Container, to_container
 from service.errors import AppError, NotFound, Unavailable
 from service.logs import get_logger
-from service.runtimes.base import ContainerState, Runtime
+from service.runtimes.base import ContainerState, ProjectRef, Runtime
 from service.runtimes.docker import DockerRuntime
 from service.sessions.children import SessionIndex, SessionSet
+from service.workflows.engine import WorkflowEngine, WorkflowServices
 
 log = get_logger(__name__)
 
@@ -35,6 +36,7 @@ class _Entry:
     mailbox: Mailbox
     tracker: RestartTracker
     sessions: SessionSet
+    workflows: WorkflowEngine
     supervisor: ProjectSupervisor | None = None
     task: asyncio.Task[None] | None = None
     failed: str | None = None  # set when the supervisor crashed too often
@@ -49,8 +51,10 @@ class SupervisorRegistry:
         local: Runtime,
         store: ProjectStore,
         policy: RestartPolicy,
+        workflow_services: WorkflowServices,
         supervisor_policy: RestartPolicy = SUPERVISOR_POLICY,
     ) -> None:
+        self.workflow_services = workflow_services
         self.docker = docker
         self.local = local
         self.store = store
@@ -101,7 +105,8 @@ class SupervisorRegistry:
                 # A task that crashed was reported as supervisor.crashed already.
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        # The supervisor no longer runs: its sessions are the registry's to end.
+        # The supervisor no longer runs: its run and its sessions are the registry's to end.
+        await entry.workflows.stop()
         await entry.sessions.close_all()
         for envelope in entry.mailbox.drain():
             if envelope.reply is not None and not envelope.reply.done():
@@ -122,7 +127,12 @@ class SupervisorRegistry:
         sessions = SessionSet(
             mailbox=mailbox, docker=self.docker, policy=self.policy, index=self.index, ensure_container=ensure_container
         )
-        entry = _Entry(mailbox=mailbox, tracker=RestartTracker(self.supervisor_policy), sessions=sessions)
+        entry = _Entry(
+            mailbox=mailbox,
+            tracker=RestartTracker(self.supervisor_policy),
+            sessions=sessions,
+            workflows=WorkflowEngine(self.workflow_services, mailbox),
+        )
         holder.append(entry)
         return entry
 
@@ -142,7 +152,7 @@ class SupervisorRegistry:
                         raise Unavailable("the service is shutting down")
                     entry = self._new_entry(project.name)
                     self._entries[project_id] = entry
-                    await self._spawn(project_id, entry)
+                    self._start_supervisor(project, entry)
         if entry.failed:
             raise Unavailable(entry.failed)
         return entry.mailbox
@@ -190,6 +200,10 @@ class SupervisorRegistry:
         if project is None:
             self._entries.pop(project_id, None)
             return
+        self._start_supervisor(project, entry)
+
+    def _start_supervisor(self, project: ProjectRef, entry: _Entry) -> None:
+        project_id = project.id
         supervisor = ProjectSupervisor(
             project,
             entry.mailbox,
@@ -198,6 +212,7 @@ class SupervisorRegistry:
             store=self.store,
             policy=self.policy,
             sessions=entry.sessions,
+            workflows=entry.workflows,
         )
         entry.supervisor = supervisor
         # A fresh context: a supervisor started during a request must not carry its request_id.

@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from service.actors import messages as m
-from service.actors.mailbox import Mailbox
+from service.actors.mailbox import Envelope, Mailbox
 from service.actors.policy import RestartPolicy, RestartTracker
 from service.actors.store import ProjectStore
 from service.containers.schemas import Container, to_container
@@ -25,6 +25,7 @@ from service.logs import get_logger
 from service.runtimes.base import ContainerState, ProjectRef, Runtime
 from service.runtimes.docker import DockerRuntime
 from service.sessions.children import SessionSet
+from service.workflows.engine import WorkflowEngine
 
 log = get_logger(__name__)
 
@@ -40,9 +41,11 @@ class ProjectSupervisor:
         store: ProjectStore,
         policy: RestartPolicy,
         sessions: SessionSet,
+        workflows: WorkflowEngine,
     ) -> None:
         self.project = project
         self.sessions = sessions
+        self.workflows = workflows
         self.mailbox = mailbox
         self.docker = docker
         self.local = local
@@ -63,26 +66,30 @@ class ProjectSupervisor:
         structlog.contextvars.bind_contextvars(project_id=str(self.project.id))
         try:
             await self._adopt()
+            await self.workflows.kick(self.project)  # resumes a run the service was running
             while True:
-                envelope = await self.mailbox.receive()
-                try:
-                    result = await self.handle(envelope.message)
-                except AppError as exc:
-                    if envelope.reply is not None and not envelope.reply.done():
-                        envelope.reply.set_exception(exc)
-                    elif envelope.reply is None:
-                        log.warning(
-                            "supervisor.message_failed", message=type(envelope.message).__name__, detail=exc.detail
-                        )
-                    continue
-                except Exception as exc:
-                    if envelope.reply is not None and not envelope.reply.done():
-                        envelope.reply.set_exception(exc)
-                    raise
-                if envelope.reply is not None and not envelope.reply.done():
-                    envelope.reply.set_result(result)
+                # One message at a time; its request dies with _process's frame, so that an
+                # idle supervisor holds nothing of it (a failed reply's traceback would).
+                await self._process(await self.mailbox.receive())
         finally:
             self._cancel_timer()
+
+    async def _process(self, envelope: Envelope) -> None:
+        reply = envelope.reply
+        try:
+            result = await self.handle(envelope.message)
+        except AppError as exc:
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
+            elif reply is None:
+                log.warning("supervisor.message_failed", message=type(envelope.message).__name__, detail=exc.detail)
+            return
+        except Exception as exc:
+            if reply is not None and not reply.done():
+                reply.set_exception(exc)
+            raise
+        if reply is not None and not reply.done():
+            reply.set_result(result)
 
     async def handle(self, message: m.Message) -> Any:  # noqa: PLR0911, PLR0912 - one case per message
         match message:
@@ -104,8 +111,16 @@ class ProjectSupervisor:
                 return await self._reconcile()
             case m.ProjectChanged():
                 return await self._reload()
-            case m.OpenSession():
+            case m.OpenSession(run_id=run_id):
+                if run_id is not None and not self.workflows.is_active(run_id):
+                    raise Conflict(f"the workflow run {run_id} is over: no session is opened for it")
                 return await self.sessions.open(self.project, message)
+            case m.EnsureContainer():
+                return await self.ensure_running()
+            case m.StartRuns() | m.RunFinished():
+                return await self.workflows.kick(self.project)
+            case m.CancelRun(run_id=run_id):
+                return await self.workflows.cancel(run_id, self.sessions)
             case m.DefaultSession():
                 return await self.sessions.default(self.project, message)
             case m.ListSessions():

@@ -128,13 +128,17 @@ class DockerRuntime:
             state = await self.inspect(project.container_id)
             if state is not None:
                 return state
-        candidates = [c for c in await self.list_managed() if c.project_id == str(project.id)]
+        candidates = await self.list_managed(project_id=str(project.id))
         if not candidates:
             return None
         return max(candidates, key=lambda c: (c.status == "running", c.started_at or datetime.min.astimezone()))
 
-    async def list_managed(self) -> list[ContainerState]:
-        filters = json.dumps({"label": [f"{MANAGED_LABEL}=true"]})
+    async def list_managed(self, *, project_id: str | None = None) -> list[ContainerState]:
+        """Every labelled container, or one project's (the engine filters: no scan of all)."""
+        labels = [f"{MANAGED_LABEL}=true"]
+        if project_id is not None:
+            labels.append(f"{PROJECT_LABEL}={project_id}")
+        filters = json.dumps({"label": labels})
         async with self.engine.call("a container list"):
             summaries = await self.engine.client.containers.list(all="1", filters=filters)
         states = await asyncio.gather(*(self.inspect(s.id) for s in summaries))
