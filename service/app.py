@@ -22,11 +22,13 @@ from service.docker.engine import DockerEngine
 from service.health.controllers import HealthController
 from service.logs import configure_logging, get_logger
 from service.projects.controllers import ProjectController
+from service.scaffolding.controllers import TemplateController
 from service.sessions.controllers import ProjectSessionsController, SessionsController
 from service.settings import Settings, ensure_api_token
 from service.state import AppState, provide_app_state
 from service.terminal.websocket import terminal
 from service.web import EXCEPTION_HANDLERS, RequestContextMiddleware
+from service.workflows.controllers import ProjectRunsController, RunsController, WorkflowsController, run_events
 
 log = get_logger("service.app")
 
@@ -95,9 +97,14 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
             ProjectController,
             ProjectContainerController,
             ContainersController,
+            TemplateController,
             ProjectSessionsController,
             SessionsController,
             terminal,
+            WorkflowsController,
+            ProjectRunsController,
+            RunsController,
+            run_events,
         ],
         plugins=[SQLAlchemyPlugin(config=db)],
         dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},

@@ -47,10 +47,13 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
+    github_timeout_s: float = 30.0
     log_format: LogFormat = "json"
     log_level: str = "info"
     git_author_name: str = "agentdock"
     git_author_email: str = "agentdock@localhost"
+    git_timeout_s: float = 300.0
+    workflow_min_idle_s: float = 60.0
     restart_max: int = 5
     restart_window_s: float = 60.0
     restart_backoff_s: float = 0.5
@@ -126,10 +129,13 @@ class Settings:
             allowed_origins=origins,
             github_token=get("GITHUB_TOKEN"),
             github_api_url=(get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+            github_timeout_s=get_float("GITHUB_TIMEOUT_S", 30.0, 0, 3600),
             log_format=log_format,  # type: ignore[arg-type]
             log_level=(get("LOG_LEVEL") or "info").lower(),
             git_author_name=get("GIT_AUTHOR_NAME") or "agentdock",
             git_author_email=get("GIT_AUTHOR_EMAIL") or "agentdock@localhost",
+            git_timeout_s=get_float("GIT_TIMEOUT_S", 300.0, 0, 86400),
+            workflow_min_idle_s=get_float("WORKFLOW_MIN_IDLE_S", 60.0, 0, 86400),
             restart_max=get_int("RESTART_MAX", 5, 0, 1000),
             restart_window_s=get_float("RESTART_WINDOW_S", 60.0, 0, 86400),
             restart_backoff_s=get_float("RESTART_BACKOFF_S", 0.5, 0, 3600),

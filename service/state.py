@@ -18,7 +18,12 @@ from service.errors import AppError
 from service.logs import get_logger
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
 from service.runtimes.local import LocalRuntime
+from service.scaffolding.git import Author
 from service.settings import Settings
+from service.workflows.engine import WorkflowServices
+from service.workflows.events import RunEvents
+from service.workflows.publish import GitHubPublisher
+from service.workflows.store import RunStore
 
 log = get_logger(__name__)
 
@@ -26,7 +31,7 @@ log = get_logger(__name__)
 class AppState:
     """A plain class, not a dataclass: Litestar passes it to handlers as an opaque value."""
 
-    __slots__ = ("api_token", "db", "docker", "docker_runtime", "events", "registry", "settings")
+    __slots__ = ("api_token", "db", "docker", "docker_runtime", "events", "registry", "run_events", "runs", "settings")
 
     def __init__(self, *, settings: Settings, api_token: str, db: SQLAlchemyAsyncConfig, docker: DockerEngine) -> None:
         self.settings = settings
@@ -34,6 +39,8 @@ class AppState:
         self.db = db
         self.docker = docker
         self.docker_runtime = DockerRuntime(docker, settings)
+        self.runs = RunStore(db)
+        self.run_events = RunEvents()
         self.registry = SupervisorRegistry(
             docker=self.docker_runtime,
             local=LocalRuntime(),
@@ -43,6 +50,13 @@ class AppState:
                 window_s=settings.restart_window_s,
                 backoff_initial_s=settings.restart_backoff_s,
                 backoff_max_s=settings.restart_backoff_max_s,
+            ),
+            workflow_services=WorkflowServices(
+                store=self.runs,
+                events=self.run_events,
+                docker=self.docker_runtime,
+                author=Author(name=settings.git_author_name, email=settings.git_author_email),
+                publish=GitHubPublisher(settings),
             ),
         )
         self.events = DockerEventsListener(

@@ -99,6 +99,9 @@ class CapturedLogs(list[dict[str, Any]]):
 def logs() -> Iterator[CapturedLogs]:
     import structlog
 
+    from service.logs import configure_logging
+
+    configure_logging()  # first: a later create_app() must not undo the capture set up below
     captured = CapturedLogs()
 
     def capture(_: Any, method: str, event_dict: Any) -> Any:

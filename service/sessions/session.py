@@ -73,6 +73,7 @@ class PtySession:
         self._pending = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
+        self.last_output_at = time.monotonic()
         self._exited = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
@@ -85,6 +86,7 @@ class PtySession:
         self._decoder.reset()
         self.state, self.exit_code, self.signal = "running", None, None
         self._exited.clear()
+        self.last_output_at = time.monotonic()
         self._broadcast(self.status_frame())
         process.start_reading(self._on_data, self._on_eof)
 
@@ -112,6 +114,7 @@ class PtySession:
         self._last_flush = time.monotonic()
         if not text:
             return
+        self.last_output_at = self._last_flush
         # Scrollback and subscribers are updated in one synchronous step: an attach sees the
         # output either in its snapshot or as a live frame, never both, never neither.
         self.scrollback.append(text)
@@ -133,6 +136,19 @@ class PtySession:
         self._broadcast(self.status_frame())
         self._exited.set()
         self._on_exit(self, status)
+
+    async def wait_exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the program to end; answers whether it has."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._exited.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def output_text(self) -> str:
+        """What the program printed (as far back as the scrollback reaches)."""
+        return self.scrollback.replay()
 
     async def end(self, timeout: float = 10.0) -> None:
         """End the program: its process group gets SIGHUP, SIGTERM, SIGKILL in turn."""

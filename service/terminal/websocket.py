@@ -17,6 +17,7 @@ from uuid import UUID
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 
 from service.actors import messages as m
 from service.auth import websocket_refusal
@@ -57,7 +58,7 @@ async def resolve(state: AppState, target: str) -> PtySession:
 
 
 @websocket("/api/terminal/{target:str}", opt={"public": True})  # the token is checked below
-async def terminal(socket: WebSocket[Any, Any, Any], target: str) -> None:
+async def terminal(socket: WebSocket[Any, Any, Any], target: FromPath[str]) -> None:
     state: AppState = socket.app.state.agentdock
     await socket.accept()
     refusal = websocket_refusal(socket, state.api_token, state.settings.allowed_origins)
