@@ -67,3 +67,16 @@ def websocket_refusal(socket: WebSocket[Any, Any, Any], expected_token: str, all
     if not origin_allowed(socket.headers.get("origin"), socket.headers.get("host"), allowed):
         return Forbidden.close_code
     return None
+
+
+async def accept_websocket(socket: WebSocket[Any, Any, Any], expected_token: str, allowed: tuple[str, ...]) -> bool:
+    """Accept the handshake, then refuse (close 4401 or 4403) before anything is sent or
+    taken where the token or the origin is wrong; answers whether the socket may go on."""
+    await socket.accept()
+    refusal = websocket_refusal(socket, expected_token, allowed)
+    if refusal is None:
+        return True
+    await socket.close(
+        code=refusal, reason="unauthenticated" if refusal == Unauthorized.close_code else "origin not allowed"
+    )
+    return False

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +162,21 @@ class Terminal:
 
     async def until_status(self, state: str, timeout: float = 15) -> dict[str, Any]:
         return await self.until(lambda m, _t: m["type"] == "status" and m["state"] == state, timeout)
+
+
+def serve_per_runtime(request: Any, tmp_path_factory: Any, label: str, image: str) -> Iterator[LiveServer]:
+    """Body of a module-scoped fixture parametrized by runtime: a live server of that runtime,
+    stopped afterwards, its projects' containers removed (docker)."""
+    runtime = request.param
+    if runtime == "docker":
+        request.getfixturevalue("docker_available")
+    live = LiveServer(tmp_path_factory.mktemp(f"{label}-{runtime}"), runtime=runtime, image=image)
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        if runtime == "docker":
+            from tests.conftest import remove_project_containers
+
+            asyncio.run(remove_project_containers(live.project_ids))

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUSYBOX_IMAGE, remove_project_containers
-from tests.live import TOKEN, LiveServer
+from tests.conftest import BUSYBOX_IMAGE
+from tests.live import TOKEN, LiveServer, serve_per_runtime
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -58,16 +58,7 @@ def node() -> str:
 
 @pytest.fixture(scope="module", params=["local", "docker"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    if request.param == "docker":
-        request.getfixturevalue("docker_available")
-    live = LiveServer(tmp_path_factory.mktemp(f"browser-{request.param}"), runtime=request.param, image=BUSYBOX_IMAGE)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        if request.param == "docker":
-            asyncio.run(remove_project_containers(live.project_ids))
+    yield from serve_per_runtime(request, tmp_path_factory, "browser", BUSYBOX_IMAGE)
 
 
 def drive(node: str, server: LiveServer, target: str, screenshot: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from tests.conftest import BUSYBOX_IMAGE, remove_project_containers
-from tests.live import LiveServer
+from tests.live import LiveServer, serve_per_runtime
 
 SAY_UTF8 = r"""s=$(printf '\303\251\342\202\254\360\237\230\200'); i=0
 while [ $i -lt 3000 ]; do printf '%s' "$s"; i=$((i+1)); done; echo; echo END"""
@@ -24,16 +24,7 @@ while [ $i -lt 3000 ]; do printf '%s' "$s"; i=$((i+1)); done; echo; echo END"""
 
 @pytest.fixture(scope="module", params=["local", "docker"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    if request.param == "docker":
-        request.getfixturevalue("docker_available")
-    live = LiveServer(tmp_path_factory.mktemp(f"live-{request.param}"), runtime=request.param, image=BUSYBOX_IMAGE)
-    live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
-        if request.param == "docker":
-            asyncio.run(remove_project_containers(live.project_ids))
+    yield from serve_per_runtime(request, tmp_path_factory, "live", BUSYBOX_IMAGE)
 
 
 def name() -> str:
@@ -77,6 +68,7 @@ async def test_interrupt_ends_the_foreground_program_not_the_shell(server: LiveS
         await asyncio.sleep(0.5)
         started = time.monotonic()
         await term.send({"type": "interrupt"})
+        await asyncio.sleep(0.3)  # Ctrl-C also discards input not yet read, as on any terminal
         await term.type("echo alive-$((6*7))\n")
         await term.until_output("alive-42", timeout=10)
         assert time.monotonic() - started < 5

@@ -220,6 +220,11 @@ async def test_bad_run_requests_are_4xx(server: LiveServer) -> None:
         assert unknown.status_code == 404
         assert (await client.get(f"/api/workflow-runs/{uuid.uuid4()}")).status_code == 404
         assert (await client.get(base)).json() == []
+        for query, code in ((f"/{uuid.uuid4()}/events?token={TOKEN}", 4404), (f"/{uuid.uuid4()}/events", 4401)):
+            async with websockets.connect(f"{server.ws_base}/api/workflow-runs{query}") as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == code
         workflows = (await client.get("/api/workflows")).json()
         assert [w["name"] for w in workflows] == ["tdd"]
         assert [s["name"] for s in workflows[0]["steps"]] == ["red", "green", "refactor", "commit"]

@@ -20,7 +20,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 
 from service.actors import messages as m
-from service.auth import websocket_refusal
+from service.auth import accept_websocket
 from service.errors import AppError, NotFound
 from service.logs import get_logger
 from service.sessions.schemas import ClientMessage, ErrorFrame, InputMessage, InterruptMessage, ResizeMessage
@@ -60,10 +60,7 @@ async def resolve(state: AppState, target: str) -> PtySession:
 @websocket("/api/terminal/{target:str}", opt={"public": True})  # the token is checked below
 async def terminal(socket: WebSocket[Any, Any, Any], target: FromPath[str]) -> None:
     state: AppState = socket.app.state.agentdock
-    await socket.accept()
-    refusal = websocket_refusal(socket, state.api_token, state.settings.allowed_origins)
-    if refusal is not None:
-        await socket.close(code=refusal, reason="unauthenticated" if refusal == 4401 else "origin not allowed")
+    if not await accept_websocket(socket, state.api_token, state.settings.allowed_origins):
         return
     try:
         session = await resolve(state, target)

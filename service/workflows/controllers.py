@@ -11,7 +11,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody, PathParameter
 
 from service.actors import messages as m
-from service.auth import websocket_refusal
+from service.auth import accept_websocket
 from service.errors import AppError, Invalid
 from service.logs import get_logger
 from service.state import AppState
@@ -78,10 +78,7 @@ class RunsController(Controller):
 async def run_events(socket: WebSocket[Any, Any, Any], run_id: FromPath[UUID]) -> None:
     """The run as it is now, then one event per state change; closed (1000) once it is over."""
     state: AppState = socket.app.state.agentdock
-    await socket.accept()
-    refusal = websocket_refusal(socket, state.api_token, state.settings.allowed_origins)
-    if refusal is not None:
-        await socket.close(code=refusal)
+    if not await accept_websocket(socket, state.api_token, state.settings.allowed_origins):
         return
     queue = state.run_events.subscribe(run_id)
     try:
