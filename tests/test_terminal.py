@@ -340,3 +340,24 @@ async def test_container_death_is_reported_to_viewers(tmp_path: Path) -> None:
     finally:
         live.stop()
         await remove_project_containers(live.project_ids)
+
+
+@pytest.mark.usefixtures("docker_available")
+async def test_more_than_a_hundred_docker_sessions_leave_the_engine_reachable(tmp_path: Path) -> None:
+    live = LiveServer(tmp_path / "many", runtime="docker", image=BUSYBOX_IMAGE)
+    live.start()
+    try:
+        async with live.client() as client:
+            project = await live.project(client, name())
+            for _ in range(105):  # each holds an attach stream to the engine
+                await live.session(client, project, command=["sleep", "600"])
+            health = await client.get("/api/health")
+            assert health.status_code == 200, health.text
+            container = await client.get(f"/api/projects/{project['id']}/container")
+            assert container.status_code == 200
+            sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()
+            assert len(sessions) == 105
+            assert (await client.delete(f"/api/sessions/{sessions[0]['id']}")).status_code == 204
+    finally:
+        live.stop()
+        await remove_project_containers(live.project_ids)

@@ -29,17 +29,27 @@ class DockerEngine:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or docker_host()
         self._client: aiodocker.Docker | None = None
+        self._connector: aiohttp.UnixConnector | None = None
 
     @property
     def client(self) -> aiodocker.Docker:
         if self._client is None:
-            self._client = aiodocker.Docker(url=self.url)
+            if self.url.startswith("unix://"):
+                # Every session's attach stream and the events subscription hold a connection:
+                # aiohttp's default limit of 100 would starve the engine calls at 99 sessions.
+                self._connector = aiohttp.UnixConnector(self.url.removeprefix("unix://"), limit=0)
+                self._client = aiodocker.Docker(url="unix://localhost", connector=self._connector)
+            else:
+                self._client = aiodocker.Docker(url=self.url)
         return self._client
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._connector is not None:
+            await self._connector.close()  # aiodocker leaves a connector it was given open
+            self._connector = None
 
     @asynccontextmanager
     async def call(self, what: str, timeout: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ log = get_logger(__name__)
 # than this is gathered into the next one; output after a quiet spell goes out at once.
 COALESCE_S = 0.004
 FLUSH_AT_BYTES = 64 * 1024
+SMALL_FRAME_BYTES = 1024
 INTERRUPT = b"\x03"  # Ctrl-C through the terminal: SIGINT to the foreground process group
 
 _encode = msgspec.json.Encoder().encode
@@ -73,6 +74,7 @@ class PtySession:
         self._pending = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._last_flush = 0.0
+        self._last_frame_bytes = 0
         self.last_output_at = time.monotonic()
         self._exited = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
@@ -100,7 +102,8 @@ class PtySession:
             self._flush()
         elif self._flush_handle is None:
             delay = COALESCE_S - (time.monotonic() - self._last_flush)
-            if delay <= 0:
+            # Small output (an echoed keystroke) goes at once; only bulk output waits to gather.
+            if delay <= 0 or self._last_frame_bytes < SMALL_FRAME_BYTES:
                 self._flush()
             else:
                 self._flush_handle = asyncio.get_running_loop().call_later(delay, self._flush)
@@ -109,7 +112,8 @@ class PtySession:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        text = self._decoder.decode(bytes(self._pending), final)
+        self._last_frame_bytes = len(self._pending)
+        text = self._decoder.decode(self._pending, final)
         self._pending.clear()
         self._last_flush = time.monotonic()
         if not text:
