@@ -169,7 +169,7 @@ async def run(
     return stdout
 
 
-def _identity(author: Author) -> dict[str, str]:
+def identity(author: Author) -> dict[str, str]:
     return {
         "GIT_AUTHOR_NAME": author.name,
         "GIT_AUTHOR_EMAIL": author.email,
@@ -187,7 +187,7 @@ async def init_and_commit(path: Path, *, author: Author, message: str, timeout: 
         cwd=path,
         timeout=timeout,
         what="git commit",
-        env=_identity(author),
+        env=identity(author),
     )
     return await head(path, timeout=timeout) or ""
 

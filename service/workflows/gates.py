@@ -142,18 +142,12 @@ async def commit_on_branch(path: Path, branch: str, message: str, *, author: Aut
     ).strip()
     await git.run([*safe, "switch", "--quiet", "-c", branch], cwd=path, timeout=timeout, what="git switch -c")
     await git.run([*safe, "add", "--all"], cwd=path, timeout=timeout, what="git add")
-    identity = {
-        "GIT_AUTHOR_NAME": author.name,
-        "GIT_AUTHOR_EMAIL": author.email,
-        "GIT_COMMITTER_NAME": author.name,
-        "GIT_COMMITTER_EMAIL": author.email,
-    }
     await git.run(
         [*safe, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message],
         cwd=path,
         timeout=timeout,
         what="git commit",
-        env=identity,
+        env=git.identity(author),
     )
     sha = (await head_commit(path, timeout=timeout)) or ""
     await git.run([*safe, "switch", "--quiet", original], cwd=path, timeout=timeout, what="git switch back")
