@@ -15,10 +15,9 @@ from service.actors.store import ProjectStore
 from service.docker.engine import DockerEngine
 from service.docker.events import DockerEventsListener
 from service.errors import AppError
+from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
-from service.runtimes.local import LocalRuntime
-from service.scaffolding.git import Author
 from service.settings import Settings
 from service.workflows.engine import WorkflowServices
 from service.workflows.events import RunEvents
@@ -43,7 +42,6 @@ class AppState:
         self.run_events = RunEvents()
         self.registry = SupervisorRegistry(
             docker=self.docker_runtime,
-            local=LocalRuntime(),
             store=ProjectStore(db, settings.runtime),
             policy=RestartPolicy(
                 max_restarts=settings.restart_max,
@@ -54,7 +52,6 @@ class AppState:
             workflow_services=WorkflowServices(
                 store=self.runs,
                 events=self.run_events,
-                docker=self.docker_runtime,
                 author=Author(name=settings.git_author_name, email=settings.git_author_email),
                 publish=GitHubPublisher(settings),
             ),

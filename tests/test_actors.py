@@ -21,7 +21,7 @@ from service.actors.supervisor import ProjectSupervisor
 from service.app import create_app
 from service.db.config import database_config
 from service.docker.engine import DockerEngine
-from service.errors import Conflict, Unavailable
+from service.errors import Conflict, NotFound, Unavailable
 from service.projects.schemas import ProjectCreate
 from service.projects.services import ProjectService
 from service.settings import Settings
@@ -242,3 +242,105 @@ async def test_orphaned_container_is_logged_and_left_alone(docker_settings: Sett
         assert running == "true"
     finally:
         outsider.stop()
+
+
+async def test_a_full_mailbox_makes_a_timer_wait_not_lose_its_message(logs: CapturedLogs) -> None:
+    mailbox = Mailbox("test actor", capacity=1)
+    mailbox.tell("first")
+    with pytest.raises(Unavailable, match="mailbox full"):
+        mailbox.tell("lost")  # a request is refused at once ...
+    waiting = asyncio.create_task(mailbox.put(m.RestartDue(generation=1)))  # ... a timer waits
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert logs.events("supervisor.mailbox_full")[0]["message"] == "RestartDue"
+    assert (await mailbox.receive()).message == "first"
+    await asyncio.wait_for(waiting, 1)
+    assert (await mailbox.receive()).message == m.RestartDue(generation=1)
+
+
+async def test_a_message_whose_asker_gave_up_is_not_acted_on(
+    migrated: Settings, logs: CapturedLogs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = local(migrated)
+    project_id = await add_project(settings, "patient")
+    original = ProjectSupervisor.handle
+    handled: list[str] = []
+
+    async def slow(self: ProjectSupervisor, message: m.Message) -> Any:
+        handled.append(type(message).__name__)
+        if isinstance(message, m.ListSessions):
+            await asyncio.sleep(0.5)  # the loop is busy with this one
+        return await original(self, message)
+
+    monkeypatch.setattr(ProjectSupervisor, "handle", slow)
+    async with running_state(settings) as state:
+        busy = asyncio.create_task(state.registry.ask(project_id, m.ListSessions(), timeout=5))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable, match="did not answer"):
+            await state.registry.ask(project_id, m.CloseSession(session_id=uuid.uuid4()), timeout=0.1)
+        assert await busy == []
+        await wait_until(lambda: logs.events("supervisor.message_dropped"), timeout=5)
+    assert "CloseSession" not in handled
+    assert logs.events("supervisor.message_dropped")[0]["message"] == "CloseSession"
+
+
+@pytest.mark.usefixtures("docker_available")
+async def test_a_slow_container_start_does_not_block_the_mailbox(
+    docker_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.runtimes.docker import DockerRuntime
+
+    original = DockerRuntime.start
+
+    async def slow_start(self: DockerRuntime, container_id: str) -> None:
+        await asyncio.sleep(1.5)
+        await original(self, container_id)
+
+    monkeypatch.setattr(DockerRuntime, "start", slow_start)
+    project_id = await add_project(docker_settings, "slowstart")
+    try:
+        async with running_state(docker_settings) as state:
+            start = asyncio.create_task(state.registry.ask(project_id, m.StartContainer(), timeout=30))
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            assert await state.registry.ask(project_id, m.ListSessions(), timeout=1) == []
+            with pytest.raises(NotFound):
+                await state.registry.ask(project_id, m.CloseSession(session_id=uuid.uuid4()), timeout=1)
+            assert loop.time() - began < 1.0  # answered while the start is still going
+            assert not start.done()
+            assert (await start).status == "running"
+    finally:
+        await remove_project_containers({str(project_id)})
+
+
+async def test_a_deleted_project_gets_no_supervisor_back(migrated: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that read the project just before its row was deleted must not leave a
+    supervisor running for it: the delete's stop waits for that request's start."""
+    from service.actors.store import ProjectStore
+
+    settings = local(migrated)
+    project_id = await add_project(settings, "racy")
+    original = ProjectStore.load
+    loaded = asyncio.Event()
+
+    async def slow_load(self: ProjectStore, pid: uuid.UUID) -> Any:
+        project = await original(self, pid)
+        loaded.set()
+        await asyncio.sleep(0.3)  # the row is deleted while this request holds what it read
+        return project
+
+    async with running_state(settings) as state:
+        registry = state.registry
+        await registry.stop(project_id)  # started at start-up: begin from none
+        monkeypatch.setattr(ProjectStore, "load", slow_load)
+        racing = asyncio.create_task(registry.ensure(project_id))
+        await loaded.wait()
+        async with ProjectService.new(config=database_config(settings)) as projects:
+            await projects.delete_project(project_id)
+        await registry.stop(project_id)  # what DELETE does once the row is gone
+        await racing
+        assert registry.supervisor(project_id) is None
+        monkeypatch.setattr(ProjectStore, "load", original)
+        with pytest.raises(NotFound):
+            await registry.ensure(project_id)

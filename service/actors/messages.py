@@ -34,6 +34,9 @@ class RemoveContainer(Message, frozen=True):
     """Stop and remove the container (the workspace stays)."""
 
 
+ContainerRequest = GetContainer | StartContainer | StopContainer | RestartContainer | RemoveContainer
+
+
 # --- container: told by the Docker events listener and by timers -------------------------
 
 
@@ -103,10 +106,6 @@ class SessionRestartDue(Message, frozen=True):
     generation: int
 
 
-class EnsureContainer(Message, frozen=True):
-    """The container, created and started if need be; answers its id (docker runtime)."""
-
-
 # --- workflows --------------------------------------------------------------------------
 
 
@@ -120,3 +119,14 @@ class CancelRun(Message, frozen=True):
 
 class RunFinished(Message, frozen=True):
     run_id: UUID
+
+
+# --- the supervisor itself --------------------------------------------------------------
+
+
+class ChildFailed(Message, frozen=True):
+    """Work the supervisor deferred to a child task broke unexpectedly: the supervisor crashes
+    (and the registry restarts it), as if the handler itself had raised."""
+
+    what: str
+    error: str

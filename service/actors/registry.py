@@ -17,12 +17,14 @@ from service.actors import messages as m
 from service.actors.mailbox import DEFAULT_ASK_TIMEOUT_S, Mailbox
 from service.actors.policy import RestartPolicy, RestartTracker
 from service.actors.store import ProjectStore
-from service.actors.supervisor import ProjectSupervisor
+from service.actors.supervisor import ProjectChildren, ProjectSupervisor
 from service.containers.schemas import Container, to_container
 from service.errors import AppError, NotFound, Unavailable
 from service.logs import get_logger
-from service.runtimes.base import ContainerState, ProjectRef, Runtime
+from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.docker import DockerRuntime
+from service.runtimes.environment import Environment
+from service.runtimes.factory import Environments
 from service.sessions.children import SessionIndex, SessionSet
 from service.workflows.engine import WorkflowEngine, WorkflowServices
 
@@ -35,8 +37,7 @@ SUPERVISOR_POLICY = RestartPolicy(max_restarts=5, window_s=60.0, backoff_initial
 class _Entry:
     mailbox: Mailbox
     tracker: RestartTracker
-    sessions: SessionSet
-    workflows: WorkflowEngine
+    children: ProjectChildren
     supervisor: ProjectSupervisor | None = None
     task: asyncio.Task[None] | None = None
     failed: str | None = None  # set when the supervisor crashed too often
@@ -48,7 +49,6 @@ class SupervisorRegistry:
         self,
         *,
         docker: DockerRuntime,
-        local: Runtime,
         store: ProjectStore,
         policy: RestartPolicy,
         workflow_services: WorkflowServices,
@@ -56,7 +56,7 @@ class SupervisorRegistry:
     ) -> None:
         self.workflow_services = workflow_services
         self.docker = docker
-        self.local = local
+        self.environments = Environments(docker, policy, allow_local=docker.settings.allow_local_runtime)
         self.store = store
         self.policy = policy
         self.supervisor_policy = supervisor_policy
@@ -93,8 +93,11 @@ class SupervisorRegistry:
         await asyncio.gather(*(self.stop(project_id) for project_id in list(self._entries)))
 
     async def stop(self, project_id: UUID) -> None:
-        """Stop the project's supervisor (its container keeps running)."""
-        entry = self._entries.pop(project_id, None)
+        """Stop the project's supervisor (its container keeps running). Deleting a project
+        calls this after its row is gone: under the lock, so that no request that raced the
+        delete can start a supervisor for it again."""
+        async with self._lock:
+            entry = self._entries.pop(project_id, None)
         if entry is None:
             return
         for task in [*entry.pending, entry.task]:
@@ -105,36 +108,32 @@ class SupervisorRegistry:
                 # A task that crashed was reported as supervisor.crashed already.
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        # The supervisor no longer runs: its run and its sessions are the registry's to end.
-        await entry.workflows.stop()
-        await entry.sessions.close_all()
+        # The supervisor no longer runs: its children are the registry's to end.
+        await entry.children.workflows.stop()
+        await entry.children.sessions.close_all()
+        entry.children.environment.close()
         for envelope in entry.mailbox.drain():
             if envelope.reply is not None and not envelope.reply.done():
                 envelope.reply.set_exception(Unavailable("the project's supervisor stopped"))
         log.info("supervisor.stopped", project_id=str(project_id))
 
-    def _new_entry(self, name: str) -> _Entry:
-        mailbox = Mailbox(f"the supervisor of project {name!r}")
-        holder: list[_Entry] = []
-
-        async def ensure_container() -> str:
-            supervisor = holder[0].supervisor
-            assert supervisor is not None
-            return await supervisor.ensure_running()
-
-        # The sessions live in the entry, not in the supervisor: a supervisor that crashes
-        # and is restarted takes its sessions back; they end only when the project stops.
-        sessions = SessionSet(
-            mailbox=mailbox, docker=self.docker, policy=self.policy, index=self.index, ensure_container=ensure_container
+    def _new_entry(self, project: ProjectRef) -> _Entry:
+        mailbox = Mailbox(f"the supervisor of project {project.name!r}")
+        environment = self._make_environment(project, mailbox)
+        children = ProjectChildren(
+            environment=environment,
+            sessions=SessionSet(mailbox=mailbox, environment=environment, policy=self.policy, index=self.index),
+            workflows=WorkflowEngine(self.workflow_services, mailbox, environment),
         )
-        entry = _Entry(
-            mailbox=mailbox,
-            tracker=RestartTracker(self.supervisor_policy),
-            sessions=sessions,
-            workflows=WorkflowEngine(self.workflow_services, mailbox),
-        )
-        holder.append(entry)
-        return entry
+        return _Entry(mailbox=mailbox, tracker=RestartTracker(self.supervisor_policy), children=children)
+
+    def _make_environment(self, project: ProjectRef, mailbox: Mailbox) -> Environment:
+        project_id = project.id
+
+        async def save(container_id: str | None) -> None:
+            await self.store.save_container_id(project_id, container_id)
+
+        return self.environments.make(project, tell=mailbox.put, save=save)
 
     # --- messages --------------------------------------------------------------------
 
@@ -150,7 +149,7 @@ class SupervisorRegistry:
                         raise NotFound(f"no project with id {project_id}")
                     if self._closing:
                         raise Unavailable("the service is shutting down")
-                    entry = self._new_entry(project.name)
+                    entry = self._new_entry(project)
                     self._entries[project_id] = entry
                     self._start_supervisor(project, entry)
         if entry.failed:
@@ -180,18 +179,18 @@ class SupervisorRegistry:
     def find_by_container(self, container_id: str) -> UUID | None:
         """The project whose supervisor owns this container."""
         for project_id, entry in self._entries.items():
-            if entry.supervisor is not None and entry.supervisor.container_id == container_id:
+            if entry.children.environment.container_id == container_id:
                 return project_id
         return None
 
     def container_view(self, state: ContainerState) -> Container:
-        """A container listed from Docker, with its supervisor's restart count and failure
-        (a read of a snapshot: nothing is changed outside the supervisor's loop)."""
+        """A container listed from Docker, with its environment's restart count and failure
+        (a read of a snapshot: nothing is changed outside the supervisor)."""
         view = to_container(state)
-        supervisor = self.supervisor(view.project_id) if view.project_id else None
-        if supervisor is None or supervisor.container_id != state.id:
+        entry = self._entries.get(view.project_id) if view.project_id else None
+        if entry is None or entry.children.environment.container_id != state.id:
             return view
-        return supervisor.view(state)
+        return entry.children.environment.view(state)
 
     # --- supervision -----------------------------------------------------------------
 
@@ -207,12 +206,9 @@ class SupervisorRegistry:
         supervisor = ProjectSupervisor(
             project,
             entry.mailbox,
-            docker=self.docker,
-            local=self.local,
+            children=entry.children,
             store=self.store,
-            policy=self.policy,
-            sessions=entry.sessions,
-            workflows=entry.workflows,
+            make_environment=lambda changed: self._make_environment(changed, entry.mailbox),
         )
         entry.supervisor = supervisor
         # A fresh context: a supervisor started during a request must not carry its request_id.

@@ -1,33 +1,84 @@
-"""``ProjectSupervisor``: the one actor that owns a project's container (and, later, sessions).
+"""``ProjectSupervisor``: the one actor per project, a small router over its children.
 
-It reads its mailbox one message at a time; nothing else changes what it owns. A container
-that dies while wanted is restarted after an exponential backoff, within the policy's
-intensity limit; past it the container is marked ``error`` and the failure is reported.
-Expected errors (``AppError``) go back to the asker; anything else crashes the supervisor,
-and the registry restarts it.
+Its children are declared in ``CHILDREN`` (data, with their restart modes): the project's
+environment (docker: its container), its PTY sessions and its workflow runs. They are made
+once per project by the registry (``ProjectChildren``) and outlive a crash of the supervisor's
+loop: the restarted loop takes the same children back; they end only when the project's
+supervisor is stopped (project deleted, service shut down).
+
+It reads its mailbox one message at a time. Quick work is answered in the loop; slow work
+(engine calls: create, start, stop, exec spawn; ending a session) is *deferred*: the handler
+returns ``Deferred(work)``, a child task does it and replies when it finishes (triotp's
+``NoReply``/``reply``), and the loop goes on with the next message. A message whose asker has
+already given up is dropped unread. Expected errors (``AppError``) go back to the asker;
+anything else crashes the supervisor, and the registry restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import structlog
 
 from service.actors import messages as m
 from service.actors.mailbox import Envelope, Mailbox
-from service.actors.policy import RestartPolicy, RestartTracker
+from service.actors.policy import RestartMode
 from service.actors.store import ProjectStore
-from service.containers.schemas import Container, to_container
-from service.errors import AppError, Conflict, NotFound, Unavailable
+from service.errors import AppError, Conflict, Unavailable
 from service.logs import get_logger
-from service.runtimes.base import ContainerState, ProjectRef, Runtime
-from service.runtimes.docker import DockerRuntime
+from service.runtimes.base import ProjectRef
+from service.runtimes.environment import Environment
 from service.sessions.children import SessionSet
 from service.workflows.engine import WorkflowEngine
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """A kind of child and how it is restarted when it fails (triotp's child spec)."""
+
+    name: str
+    restart: RestartMode
+    what: str
+
+
+CHILDREN = (
+    ChildSpec("environment", RestartMode.ON_FAILURE, "the container: restarted after a failure, within the policy"),
+    ChildSpec("sessions", RestartMode.NEVER, "each session's own mode: never (default) or on-failure"),
+    ChildSpec("runs", RestartMode.NEVER, "a run is never re-run; one interrupted by a restart is resumed"),
+)
+
+
+@dataclass
+class ProjectChildren:
+    """What one project's supervisor owns. Made by the registry, once per project."""
+
+    environment: Environment
+    sessions: SessionSet
+    workflows: WorkflowEngine
+
+    def replace_environment(self, environment: Environment) -> None:
+        self.environment.close()
+        self.environment = environment
+        self.sessions.environment = environment
+        self.workflows.environment = environment
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A handler's answer "not yet": ``work`` runs as a child task that replies when done."""
+
+    work: Coroutine[Any, Any, Any]
+    what: str
+
+
+class ChildCrashed(RuntimeError):
+    pass
 
 
 class ProjectSupervisor:
@@ -36,330 +87,148 @@ class ProjectSupervisor:
         project: ProjectRef,
         mailbox: Mailbox,
         *,
-        docker: DockerRuntime,
-        local: Runtime,
+        children: ProjectChildren,
         store: ProjectStore,
-        policy: RestartPolicy,
-        sessions: SessionSet,
-        workflows: WorkflowEngine,
+        make_environment: Callable[[ProjectRef], Environment],
     ) -> None:
         self.project = project
-        self.sessions = sessions
-        self.workflows = workflows
         self.mailbox = mailbox
-        self.docker = docker
-        self.local = local
+        self.children = children
         self.store = store
-        self.policy = policy
-        self.tracker = RestartTracker(policy)
-        self.container_id: str | None = project.container_id
-        self.want_running = False
-        self.gave_up = False
-        self.last_failure: str | None = None
-        self._adopted = False
-        self._generation = 0
-        self._timer: asyncio.Task[None] | None = None
+        self.make_environment = make_environment
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def environment(self) -> Environment:
+        return self.children.environment
+
+    @property
+    def sessions(self) -> SessionSet:
+        return self.children.sessions
+
+    @property
+    def workflows(self) -> WorkflowEngine:
+        return self.children.workflows
+
+    @property
+    def container_id(self) -> str | None:
+        return self.environment.container_id
 
     # --- the loop --------------------------------------------------------------------
 
     async def run(self) -> None:
         structlog.contextvars.bind_contextvars(project_id=str(self.project.id))
         try:
-            await self._adopt()
+            await self.environment.adopt()
             await self.workflows.kick(self.project)  # resumes a run the service was running
             while True:
                 # One message at a time; its request dies with _process's frame, so that an
                 # idle supervisor holds nothing of it (a failed reply's traceback would).
                 await self._process(await self.mailbox.receive())
         finally:
-            self._cancel_timer()
+            await self._cancel_tasks()
 
     async def _process(self, envelope: Envelope) -> None:
         reply = envelope.reply
+        if reply is not None and reply.done():
+            # The asker gave up (timed out) before its turn came: do not act on it later.
+            log.info("supervisor.message_dropped", message=type(envelope.message).__name__, reason="asker gave up")
+            return
         try:
             result = await self.handle(envelope.message)
         except AppError as exc:
-            if reply is not None and not reply.done():
-                reply.set_exception(exc)
-            elif reply is None:
-                log.warning("supervisor.message_failed", message=type(envelope.message).__name__, detail=exc.detail)
+            _answer_error(envelope, exc)
             return
         except Exception as exc:
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
             raise
-        if reply is not None and not reply.done():
+        if isinstance(result, Deferred):
+            self._defer(envelope, result)
+        elif reply is not None and not reply.done():
             reply.set_result(result)
 
+    def _defer(self, envelope: Envelope, deferred: Deferred) -> None:
+        async def work() -> None:
+            try:
+                result = await deferred.work
+            except AppError as exc:
+                _answer_error(envelope, exc)
+            except asyncio.CancelledError:
+                if envelope.reply is not None and not envelope.reply.done():
+                    envelope.reply.set_exception(Unavailable("the project's supervisor stopped"))
+                raise
+            except Exception as exc:
+                if envelope.reply is not None and not envelope.reply.done():
+                    envelope.reply.set_exception(exc)
+                await self.mailbox.put(m.ChildFailed(what=deferred.what, error=f"{type(exc).__name__}: {exc}"))
+            else:
+                if envelope.reply is not None and not envelope.reply.done():
+                    envelope.reply.set_result(result)
+
+        task = asyncio.create_task(work(), name=f"{deferred.what}-{self.project.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def handle(self, message: m.Message) -> Any:  # noqa: PLR0911, PLR0912 - one case per message
+        environment = self.environment
         match message:
-            case m.GetContainer():
-                return await self._get()
-            case m.StartContainer():
-                return await self._start()
-            case m.StopContainer():
-                return await self._stop()
-            case m.RestartContainer():
-                return await self._restart()
-            case m.RemoveContainer():
-                return await self._remove()
+            case m.GetContainer() | m.StartContainer() | m.StopContainer() | m.RestartContainer() | m.RemoveContainer():
+                return Deferred(environment.container(message), "container-request")
             case m.ContainerEvent():
-                return await self._on_event(message)
+                return Deferred(environment.on_event(message), "container-event")
             case m.RestartDue(generation=generation):
-                return await self._on_restart_due(generation)
+                return Deferred(environment.on_restart_due(generation), "container-restart")
             case m.Reconcile():
-                return await self._reconcile()
+                return Deferred(environment.reconcile(), "container-reconcile")
             case m.ProjectChanged():
                 return await self._reload()
             case m.OpenSession(run_id=run_id):
                 if run_id is not None and not self.workflows.is_active(run_id):
                     raise Conflict(f"the workflow run {run_id} is over: no session is opened for it")
-                return await self.sessions.open(self.project, message)
-            case m.EnsureContainer():
-                return await self.ensure_running()
-            case m.StartRuns() | m.RunFinished():
-                return await self.workflows.kick(self.project)
-            case m.CancelRun(run_id=run_id):
-                return await self.workflows.cancel(run_id, self.sessions)
+                return Deferred(self.sessions.open(message), "session-open")
             case m.DefaultSession():
-                return await self.sessions.default(self.project, message)
+                return Deferred(self.sessions.default(message), "session-open")
             case m.ListSessions():
                 return [session.view() for session in self.sessions.sessions.values()]
             case m.CloseSession(session_id=session_id):
-                return await self.sessions.close(session_id)
+                return Deferred(self.sessions.close(session_id), "session-close")
             case m.SessionExited():
-                return await self.sessions.on_exited(self.project, message)
+                return await self.sessions.on_exited(message)
             case m.SessionRestartDue():
-                return await self.sessions.on_restart_due(self.project, message)
+                return Deferred(self.sessions.on_restart_due(message), "session-restart")
+            case m.StartRuns() | m.RunFinished():
+                return await self.workflows.kick(self.project)
+            case m.CancelRun(run_id=run_id):
+                return Deferred(self.workflows.cancel(run_id, self.sessions), "run-cancel")
+            case m.ChildFailed(what=what, error=error):
+                raise ChildCrashed(f"{what}: {error}")
         raise TypeError(f"unknown message {type(message).__name__}")
-
-    # --- adoption --------------------------------------------------------------------
-
-    async def _adopt(self) -> None:
-        """Re-adopt the project's labelled container, if any. An unreachable engine is not a
-        crash: adoption is retried with the next message."""
-        if self.project.runtime != "docker":
-            self._adopted = True
-            return
-        try:
-            state = await self.docker.find(self.project)
-        except AppError as exc:
-            log.warning("container.adopt_failed", detail=exc.detail)
-            return
-        self._adopted = True
-        if state is None:
-            if self.container_id is not None:
-                await self._set_container_id(None)
-            return
-        if state.id != self.container_id:
-            await self._set_container_id(state.id)
-        self.want_running = state.status == "running"
-        log.info("container.adopted", container_id=state.id, status=state.status)
-
-    async def _ensure_adopted(self) -> None:
-        if not self._adopted:
-            await self._adopt()
-            if not self._adopted:
-                raise Unavailable("the Docker engine does not answer; the container's state is unknown")
-
-    def _require_docker(self) -> None:
-        if self.project.runtime != "docker":
-            raise Conflict(f"project {self.project.name!r} uses the local runtime: it has no container")
-
-    async def _set_container_id(self, container_id: str | None) -> None:
-        self.container_id = container_id
-        self.project = msgspec.structs.replace(self.project, container_id=container_id)
-        await self.store.save_container_id(self.project.id, container_id)
-
-    # --- API requests ----------------------------------------------------------------
-
-    def view(self, state: ContainerState | None) -> Container:
-        """The API view of the container: Docker's state plus what this supervisor knows."""
-        if state is None:
-            assert self.container_id is not None
-            return Container(
-                id=self.container_id,
-                project_id=self.project.id,
-                name="",
-                image=self.project.image,
-                status="missing",
-                restart_count=self.tracker.restarts,
-                last_failure=self.last_failure,
-            )
-        return to_container(
-            state, restart_count=self.tracker.restarts, last_failure=self.last_failure, gave_up=self.gave_up
-        )
-
-    async def _get(self) -> Container:
-        self._require_docker()
-        await self._ensure_adopted()
-        if self.container_id is None:
-            raise NotFound(f"project {self.project.name!r} has no container yet; start it to create one")
-        return self.view(await self.docker.inspect(self.container_id))
-
-    async def _bring_up(self) -> ContainerState:
-        """Create the container if missing, start it if not running; answer its state."""
-        state = await self.docker.inspect(self.container_id) if self.container_id else None
-        if state is None:
-            state = await self.docker.create(self.project)
-            await self._set_container_id(state.id)
-            log.info("container.created", container_id=state.id, image=state.image, name=state.name)
-        if state.status != "running":
-            await self.docker.start(state.id)
-            state = await self.docker.inspect(state.id) or state
-            log.info("container.started", container_id=state.id)
-        return state
-
-    def _deliberate(self, *, want_running: bool) -> None:
-        """A person asked: forget pending restarts and failure history."""
-        self.want_running = want_running
-        self._generation += 1
-        self._cancel_timer()
-        if want_running:
-            self.gave_up = False
-            self.last_failure = None
-            self.tracker.reset()
-
-    async def ensure_running(self) -> str:
-        """For sessions: the container, created and started if need be; answers its id."""
-        self._require_docker()
-        await self._ensure_adopted()
-        if self.gave_up:
-            raise Conflict(
-                f"the container of project {self.project.name!r} failed too often ({self.last_failure}); "
-                "start it again first"
-            )
-        if not self.want_running:
-            self._deliberate(want_running=True)
-        return (await self._bring_up()).id
-
-    async def _start(self) -> Container:
-        self._require_docker()
-        await self._ensure_adopted()
-        self._deliberate(want_running=True)
-        return self.view(await self._bring_up())
-
-    async def _stop(self) -> Container:
-        self._require_docker()
-        await self._ensure_adopted()
-        if self.container_id is None:
-            raise NotFound(f"project {self.project.name!r} has no container")
-        self._deliberate(want_running=False)
-        await self.docker.stop(self.container_id)
-        log.info("container.stopped", container_id=self.container_id)
-        return self.view(await self.docker.inspect(self.container_id))
-
-    async def _restart(self) -> Container:
-        self._require_docker()
-        await self._ensure_adopted()
-        self._deliberate(want_running=True)
-        if self.container_id is not None:
-            await self.docker.stop(self.container_id)
-        state = await self._bring_up()
-        log.info("container.restarted", container_id=state.id, reason="requested", restart_count=self.tracker.restarts)
-        return self.view(state)
-
-    async def _remove(self) -> None:
-        self._require_docker()
-        await self._ensure_adopted()
-        self._deliberate(want_running=False)
-        if self.container_id is None:
-            raise NotFound(f"project {self.project.name!r} has no container")
-        container_id = self.container_id
-        await self.docker.remove(container_id)
-        await self._set_container_id(None)
-        log.info("container.removed", container_id=container_id, source="api")
-
-    # --- Docker events, timers, reconciliation ----------------------------------------
-
-    async def _on_event(self, event: m.ContainerEvent) -> None:
-        if event.container_id != self.container_id:
-            return
-        match event.action:
-            case "die":
-                await self._on_die(event.exit_code)
-            case "oom":
-                self.last_failure = "out of memory"
-                log.warning("container.oom", container_id=event.container_id)
-            case "destroy":
-                self._deliberate(want_running=False)
-                await self._set_container_id(None)
-                log.info("container.removed", container_id=event.container_id, source="external")
-            case "start" if not self.want_running:
-                self.want_running = True
-                log.info("container.started", container_id=event.container_id, source="external")
-
-    async def _on_die(self, exit_code: int | None) -> None:
-        assert self.container_id is not None
-        state = await self.docker.inspect(self.container_id)
-        if state is not None and state.status == "running":
-            return  # a die that a restart has already overtaken
-        if not self.want_running:
-            return  # a stop someone asked for: not a failure
-        reason = self.last_failure if self.last_failure == "out of memory" else f"exited with code {exit_code}"
-        self._failed(reason, exit_code=exit_code)
-
-    def _failed(self, reason: str, **fields: Any) -> None:
-        """Record a failure of a container we want running; restart later, or give up."""
-        self.last_failure = reason
-        delay = self.tracker.record_failure()
-        if delay is None:
-            self.gave_up = True
-            self.want_running = False
-            self._generation += 1
-            log.error(
-                "container.gave_up",
-                container_id=self.container_id,
-                reason=reason,
-                restart_count=self.tracker.restarts,
-                max_restarts=self.policy.max_restarts,
-                window_s=self.policy.window_s,
-            )
-            return
-        log.warning("container.died", container_id=self.container_id, reason=reason, restart_in_s=delay, **fields)
-        self._schedule_restart(delay)
-
-    def _schedule_restart(self, delay: float) -> None:
-        self._cancel_timer()
-        generation = self._generation
-
-        async def fire() -> None:
-            await asyncio.sleep(delay)
-            self.mailbox.tell(m.RestartDue(generation=generation))
-
-        self._timer = asyncio.create_task(fire(), name=f"restart-timer-{self.project.id}")
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and not self._timer.done():
-            self._timer.cancel()
-        self._timer = None
-
-    async def _on_restart_due(self, generation: int) -> None:
-        self._timer = None
-        if generation != self._generation or not self.want_running:
-            return
-        try:
-            state = await self._bring_up()
-        except AppError as exc:
-            self._failed(f"restart failed: {exc.detail}")
-            return
-        self.tracker.record_restart()
-        log.info("container.restarted", container_id=state.id, reason="failure", restart_count=self.tracker.restarts)
-
-    async def _reconcile(self) -> None:
-        if self.project.runtime != "docker":
-            return
-        if not self._adopted:
-            await self._adopt()
-            return
-        if not self.want_running or self.container_id is None or self._timer is not None:
-            return
-        state = await self.docker.inspect(self.container_id)
-        if state is None or state.status != "running":
-            reason = "missing" if state is None else f"exited with code {state.exit_code}"
-            self._failed(f"found {reason} on reconciliation")
 
     async def _reload(self) -> None:
         project = await self.store.load(self.project.id)
-        if project is not None:
-            self.project = msgspec.structs.replace(project, container_id=self.container_id)
+        if project is None:
+            return
+        self.project = project
+        if project.runtime != self.environment.kind:
+            # The runtime changed: a new environment child; sessions already open keep theirs.
+            log.info("environment.replaced", old=self.environment.kind, new=project.runtime)
+            self.children.replace_environment(self.make_environment(project))
+            await self.environment.adopt()
+        else:
+            self.environment.reload(project)
+
+
+def _answer_error(envelope: Envelope, exc: AppError) -> None:
+    if envelope.reply is not None and not envelope.reply.done():
+        envelope.reply.set_exception(exc)
+    elif envelope.reply is None:
+        log.warning("supervisor.message_failed", message=type(envelope.message).__name__, detail=exc.detail)

@@ -1,9 +1,9 @@
-"""The runtime interface, and the small value types that cross it."""
+"""The small value types that cross the environment interface."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 from uuid import UUID
 
 import msgspec
@@ -33,14 +33,3 @@ class ContainerState(msgspec.Struct, frozen=True, kw_only=True):
     project_id: str | None
     started_at: datetime | None = None
     exit_code: int | None = None
-
-
-class Runtime(Protocol):
-    """A project's environment. Only the project's supervisor calls it."""
-
-    @property
-    def kind(self) -> RuntimeKind: ...
-
-    async def prepare(self, project: ProjectRef) -> None:
-        """Make the environment usable for sessions (docker: the container runs)."""
-        ...

@@ -1,21 +1,26 @@
-"""The docker runtime: one long-lived, hardened container per project, via aiodocker."""
+"""The Docker engine's side of the docker runtime: one long-lived, hardened container per
+project, and commands in it, via aiodocker. ``DockerEnvironment`` builds on this."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
+from uuid import uuid4
 
 import aiodocker
+import aiohttp
 
 from service.docker.engine import DockerEngine
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, Unavailable
+from service.logs import get_logger
 from service.runtimes.base import ContainerState, ContainerStatus, ProjectRef
+from service.runtimes.environment import OUTPUT_LIMIT, BoundedSink, RunResult, TailBuffer
 from service.settings import Settings
+
+log = get_logger(__name__)
 
 MANAGED_LABEL = "agentdock.managed"
 PROJECT_LABEL = "agentdock.project"
@@ -29,6 +34,26 @@ KEEPALIVE = ["/bin/sh", "-c", "while :; do sleep 86400; done"]
 # dpkg chowns files). The default user `agent` holds no effective capabilities at all.
 CAP_ADD = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
 STOP_TIMEOUT_S = 5
+# A command in its own session (so its whole process group can be ended), its pid recorded
+# in a file inside the container; the file is removed when it ends.
+RUN_WRAPPER = """p=$1; shift
+if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c 'echo $$ > "$0"; exec "$@"' "$p" "$@"
+else /bin/sh -c 'echo $$ > "$0"; exec "$@"' "$p" "$@"; fi
+c=$?; rm -f "$p"; exit $c
+"""
+# HUP, TERM, KILL to the group, each given up to 1 s; exit 0 once the group is gone.
+TERMINATE = """
+pg=$(cat "$1" 2>/dev/null) || exit 0
+case "$pg" in ''|*[!0-9]*) exit 0;; esac
+for sig in HUP TERM KILL; do
+  kill -$sig -"$pg" 2>/dev/null || break
+  i=0
+  while [ $i -lt 20 ] && kill -0 -"$pg" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
+  kill -0 -"$pg" 2>/dev/null || break
+done
+if kill -0 -"$pg" 2>/dev/null; then exit 1; fi
+rm -f "$1"
+"""
 
 _STATUS: dict[str, ContainerStatus] = {
     "created": "created",
@@ -65,18 +90,6 @@ def state_from_inspect(info: dict[str, Any]) -> ContainerState:
         started_at=parse_docker_time(state.get("StartedAt")),
         exit_code=state.get("ExitCode") if status == "exited" else None,
     )
-
-
-def make_writable_for_agent(path: Path) -> None:
-    """Sessions run as `agent` (uid 1000): hand the bind-mounted workspace to that user."""
-    if os.geteuid() != 0:
-        return
-    for top, dirs, files in os.walk(path):
-        root = Path(top)
-        for entry in [root, *(root / name for name in (*dirs, *files))]:
-            st = entry.lstat()
-            if (st.st_uid, st.st_gid) != (AGENT_UID, AGENT_GID):
-                os.lchown(entry, AGENT_UID, AGENT_GID)
 
 
 class DockerRuntime:
@@ -145,7 +158,6 @@ class DockerRuntime:
         return [s for s in states if s is not None]
 
     async def create(self, project: ProjectRef) -> ContainerState:
-        make_writable_for_agent(Path(project.path))
         try:
             async with self.engine.call("a container create", timeout=60):
                 container = await self.engine.client.containers.create(
@@ -191,27 +203,82 @@ class DockerRuntime:
                 raise
 
     async def run(
-        self, container_id: str, argv: list[str], *, user: str = "", timeout: float = 60
-    ) -> tuple[int | None, bytes]:
-        """Run a command to completion in the container (no TTY); answer its exit code and output."""
-        out = bytearray()
+        self,
+        container_id: str,
+        argv: list[str],
+        *,
+        user: str,
+        timeout: float,
+        env: dict[str, str] | None = None,
+        output_limit: int = OUTPUT_LIMIT,
+        stdout: BoundedSink | None = None,
+    ) -> RunResult:
+        """Run a command to completion in the container (no TTY) as ``user``, in its own process
+        group; keep a bounded tail of its output. Past ``timeout`` (or past the sink's limit)
+        the group is killed inside the container."""
+        pidfile = f"/tmp/.agentdock-run-{uuid4().hex}.pid"  # noqa: S108 - inside the container
+        wrapped = ["/bin/sh", "-c", RUN_WRAPPER, "agentdock-run", pidfile, *argv]
+        tail = TailBuffer(output_limit)
+        async with self.engine.call("an exec create", timeout=30):
+            exec_ = await self.engine.client.containers.container(container_id).exec(
+                wrapped, stdout=True, stderr=True, tty=False, user=user, environment=env, workdir=WORKDIR
+            )
+        timed_out = overflowed = False
+        try:
+            async with asyncio.timeout(timeout):
+                async with exec_.start(detach=False) as stream:
+                    while (message := await stream.read_out()) is not None:
+                        if stdout is not None and message.stream == 1:
+                            if not stdout.write(message.data):
+                                overflowed = True
+                                break
+                        else:
+                            tail.add(message.data)
+        except TimeoutError:
+            timed_out = True
+        except (aiohttp.ClientError, aiodocker.DockerError, OSError) as exc:
+            raise Unavailable(f"the command's stream from the container broke: {exc}") from None
+        if timed_out or overflowed:
+            await self.end_group(container_id, pidfile, user=user)
+            return RunResult(exit_code=None, output=tail.value(), truncated=True, timed_out=timed_out)
+        code = await self._exit_code(exec_)
+        return RunResult(exit_code=code, output=tail.value(), truncated=tail.truncated)
+
+    async def _exit_code(self, exec_: Any) -> int | None:
+        info: dict[str, Any] = {}
+        for _ in range(100):
+            async with self.engine.call("an exec inspect"):
+                info = await exec_.inspect()
+            if not info.get("Running"):
+                break
+            await asyncio.sleep(0.02)
+        code = info.get("ExitCode")
+        return int(code) if code is not None and not info.get("Running") else None
+
+    async def end_group(self, container_id: str, pidfile: str, *, user: str) -> bool:
+        """Signal the process group named in ``pidfile`` (HUP, TERM, KILL, each given a
+        bounded time), as ``user``: what the pidfile says can only reach that user's own
+        processes. Answers whether the group is gone."""
+        try:
+            result = await self.run_plain(
+                container_id, ["/bin/sh", "-c", TERMINATE, "agentdock-end", pidfile], user=user, timeout=15
+            )
+        except (aiodocker.DockerError, Unavailable) as exc:
+            log.warning("session.terminate_failed", error=str(exc))
+            return False
+        if result.exit_code not in (0, None):
+            log.warning("session.terminate_failed", error=result.text[-500:] or f"exit {result.exit_code}")
+            return False
+        return True
+
+    async def run_plain(self, container_id: str, argv: list[str], *, user: str, timeout: float) -> RunResult:
+        """A short command of the service's own (no wrapper, no group): bounded output."""
+        tail = TailBuffer(OUTPUT_LIMIT)
         async with self.engine.call("a command in the container", timeout=timeout):
             exec_ = await self.engine.client.containers.container(container_id).exec(
                 argv, stdout=True, stderr=True, tty=False, user=user, workdir=WORKDIR
             )
             async with exec_.start(detach=False) as stream:
                 while (message := await stream.read_out()) is not None:
-                    out += message.data
-            for _ in range(100):
-                info = await exec_.inspect()
-                if not info.get("Running"):
-                    break
-                await asyncio.sleep(0.02)
-        code = info.get("ExitCode")
-        return (int(code) if code is not None else None), bytes(out)
-
-    async def prepare(self, project: ProjectRef) -> None:
-        """Sessions need a running container; the supervisor makes sure of it before this."""
-        state = await self.find(project)
-        if state is None or state.status != "running":
-            raise Conflict(f"the container of project {project.name!r} is not running")
+                    tail.add(message.data)
+        return RunResult(exit_code=await self._exit_code(exec_), output=tail.value(), truncated=tail.truncated)

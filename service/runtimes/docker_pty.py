@@ -24,18 +24,6 @@ from service.runtimes.pty import ExitStatus, OnData, OnEof, SpawnSpec
 log = get_logger(__name__)
 
 WRAPPER = 'echo $$ > "$1"; stty rows "$2" cols "$3" 2>/dev/null; shift 3; exec "$@"'
-# HUP, TERM, KILL to the group, each given up to 1 s; exit 0 once the group is gone.
-TERMINATE = """
-pg=$(cat "$1" 2>/dev/null) || exit 0
-for sig in HUP TERM KILL; do
-  kill -$sig -"$pg" 2>/dev/null || break
-  i=0
-  while [ $i -lt 20 ] && kill -0 -"$pg" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
-  kill -0 -"$pg" 2>/dev/null || break
-done
-if kill -0 -"$pg" 2>/dev/null; then exit 1; fi
-rm -f "$1"
-"""
 
 
 class DockerExecPty:
@@ -106,15 +94,7 @@ class DockerExecPty:
                 await self.exec.resize(h=rows, w=cols)
 
     async def terminate(self) -> None:
-        try:
-            code, output = await self.runtime.run(
-                self.container_id, ["/bin/sh", "-c", TERMINATE, "agentdock-end", self.pidfile], user=self.user
-            )
-        except (aiodocker.DockerError, Unavailable) as exc:
-            log.warning("session.terminate_failed", error=str(exc))
-            return
-        if code not in (0, None):
-            log.warning("session.terminate_failed", error=output.decode(errors="replace")[-500:] or f"exit {code}")
+        await self.runtime.end_group(self.container_id, self.pidfile, user=self.user)
 
     async def wait(self) -> ExitStatus:
         info: dict[str, Any] = {}

@@ -89,18 +89,16 @@ class GitHubClient:
                     response = await github.rest.repos.async_create_for_authenticated_user(**fields)
         except (GitHubException, TimeoutError) as exc:
             raise self._error(exc, action=f"create the repository {name!r} for {owner}", name=name, org=org) from None
-        body = response.json()
+        return _repository(response.json(), what=f"creating {name!r}", private=private)
+
+    async def get_repository(self, owner: str, name: str) -> GitHubRepository:
+        """A repository as GitHub describes it (its ``clone_url`` is where runs are pushed)."""
         try:
-            return GitHubRepository(
-                owner=str(body["owner"]["login"]),
-                name=str(body["name"]),
-                full_name=str(body["full_name"]),
-                html_url=str(body["html_url"]),
-                clone_url=str(body["clone_url"]),
-                private=bool(body.get("private", private)),
-            )
-        except (KeyError, TypeError) as exc:
-            raise UpstreamError(f"GitHub's answer to creating {name!r} lacks a field: {exc}") from None
+            async with asyncio.timeout(self._timeout), self._client() as github:
+                response = await github.rest.repos.async_get(owner, name)
+        except (GitHubException, TimeoutError) as exc:
+            raise self._error(exc, action=f"look up the repository {owner}/{name}", name=name) from None
+        return _repository(response.json(), what=f"looking up {owner}/{name}", private=True)
 
     async def create_pull_request(self, *, owner: str, name: str, head: str, base: str, title: str, body: str) -> str:
         """Open a pull request from ``head`` into ``base``; answers its web address."""
@@ -143,6 +141,20 @@ class GitHubClient:
         if status in (400, 422):
             return Invalid(f"GitHub refused to {action}: {message}")
         return UpstreamError(f"GitHub answered {status} when asked to {action}: {message}")
+
+
+def _repository(body: Any, *, what: str, private: bool) -> GitHubRepository:
+    try:
+        return GitHubRepository(
+            owner=str(body["owner"]["login"]),
+            name=str(body["name"]),
+            full_name=str(body["full_name"]),
+            html_url=str(body["html_url"]),
+            clone_url=str(body["clone_url"]),
+            private=bool(body.get("private", private)),
+        )
+    except (KeyError, TypeError) as exc:
+        raise UpstreamError(f"GitHub's answer to {what} lacks a field: {exc}") from None
 
 
 def _message(text: str) -> str:

@@ -11,10 +11,10 @@ from uuid import UUID
 from service.actors import messages as m
 from service.actors.mailbox import Mailbox
 from service.errors import Conflict, NotFound
+from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.base import ProjectRef
-from service.runtimes.docker import DockerRuntime
-from service.scaffolding.git import Author
+from service.runtimes.environment import Environment
 from service.sessions.children import SessionSet
 from service.workflows.events import RunEvents
 from service.workflows.runner import Publish, RunExecution
@@ -30,15 +30,15 @@ class WorkflowServices:
 
     store: RunStore
     events: RunEvents
-    docker: DockerRuntime
     author: Author
     publish: Publish | None = None
 
 
 class WorkflowEngine:
-    def __init__(self, services: WorkflowServices, mailbox: Mailbox) -> None:
+    def __init__(self, services: WorkflowServices, mailbox: Mailbox, environment: Environment) -> None:
         self.services = services
         self.mailbox = mailbox
+        self.environment = environment
         self.execution: RunExecution | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -69,7 +69,7 @@ class WorkflowEngine:
             store=store,
             events=self.services.events,
             ask=self.mailbox.ask,
-            docker=self.services.docker,
+            environment=self.environment,
             author=self.services.author,
             publish=self.services.publish,
         )

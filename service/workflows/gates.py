@@ -1,26 +1,26 @@
-"""Gates, run by the service itself and never trusted from the agent: the test command in the
-project's environment, the test files' contents, and the commit."""
+"""Gates, judged by the service and never trusted from the agent. The evidence is gathered in
+the project's environment (the test command's exit code and output tail, the test files'
+snapshots); this module only runs the test command there and judges."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fnmatch
-import hashlib
-import os
-import signal
-from pathlib import Path
-
 import msgspec
 
-from service.runtimes.base import ProjectRef
-from service.runtimes.docker import DockerRuntime
-from service.scaffolding import git
-from service.scaffolding.git import Author
+from service.errors import AppError
+from service.runtimes.environment import Environment
 from service.workflows.schemas import GateResult
 
 OUTPUT_TAIL_CHARS = 4000
-SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", ".mypy_cache", ".pytest_cache"})
+# The test command, with nothing the agent left behind deciding the result: Python reads and
+# writes bytecode only under a fresh, empty PYTHONPYCACHEPREFIX made for this one run, so a
+# stale .pyc in the workspace (whose size/mtime check the agent can fool) is never used.
+GATE_WRAPPER = """p=$(mktemp -d "${TMPDIR:-/tmp}/agentdock-gate.XXXXXXXX") || exit 125
+export PYTHONPYCACHEPREFIX="$p"
+/bin/sh -c "$1"
+c=$?
+rm -rf "$p"
+exit $c
+"""
 
 
 class TestOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,56 +28,16 @@ class TestOutcome(msgspec.Struct, frozen=True, kw_only=True):
     output_tail: str
 
 
-async def run_tests(
-    project: ProjectRef, test_command: str, *, docker: DockerRuntime, container_id: str | None, timeout: float
-) -> TestOutcome:
-    """Run ``test_command`` with ``sh -c`` in the workspace of the project's environment."""
-    if project.runtime == "docker":
-        assert container_id is not None
-        try:
-            code, output = await docker.run(
-                container_id, ["/bin/sh", "-c", test_command], user="agent", timeout=timeout
-            )
-        except Exception as exc:
-            return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {exc}")
-        return TestOutcome(exit_code=code, output_tail=_tail(output))
-    process = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        test_command,
-        cwd=project.path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-    )
+async def run_tests(environment: Environment, test_command: str, *, timeout: float) -> TestOutcome:
+    """Run ``test_command`` with ``sh -c`` in the workspace, inside the project's environment."""
     try:
-        async with asyncio.timeout(timeout):
-            output, _ = await process.communicate()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        output, _ = await process.communicate()
-        return TestOutcome(exit_code=None, output_tail=_tail(output) + f"\n(timed out after {timeout:g} s)")
-    return TestOutcome(exit_code=process.returncode, output_tail=_tail(output))
-
-
-def _tail(output: bytes) -> str:
-    return output.decode("utf-8", errors="replace")[-OUTPUT_TAIL_CHARS:]
-
-
-def test_files_snapshot(workspace: Path, patterns: tuple[str, ...]) -> dict[str, str]:
-    """Path → sha256 of every file that counts as a test (synchronous: call it in a thread)."""
-    snapshot: dict[str, str] = {}
-    for top, dirs, files in os.walk(workspace):
-        dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
-        for name in files:
-            path = Path(top) / name
-            relative = path.relative_to(workspace).as_posix()
-            if any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns):
-                with contextlib.suppress(OSError):
-                    snapshot[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return snapshot
+        result = await environment.run(["/bin/sh", "-c", GATE_WRAPPER, "agentdock-gate", test_command], timeout=timeout)
+    except AppError as exc:
+        return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {exc.detail}")
+    tail = result.text[-OUTPUT_TAIL_CHARS:]
+    if result.timed_out:
+        return TestOutcome(exit_code=None, output_tail=f"{tail}\n(timed out after {timeout:g} s)")
+    return TestOutcome(exit_code=result.exit_code, output_tail=tail)
 
 
 def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
@@ -111,44 +71,3 @@ def judge(gate: str, outcome: TestOutcome, *, before: dict[str, str], after: dic
     if outcome.exit_code != 0:
         return result(False, f"the test command failed (exit code {outcome.exit_code})")
     return result(True, "the tests pass and are unchanged")
-
-
-def safe_directory(path: Path) -> list[str]:
-    # Workspaces are handed to the container's user (uid 1000): let git act on them anyway.
-    return ["-c", f"safe.directory={path}"]
-
-
-async def head_commit(path: Path, *, timeout: float) -> str | None:
-    try:
-        out = await git.run(
-            [*safe_directory(path), "rev-parse", "--verify", "--quiet", "HEAD"],
-            cwd=path,
-            timeout=timeout,
-            what="git rev-parse",
-        )
-    except git.GitError:
-        return None
-    return out.strip() or None
-
-
-async def commit_on_branch(path: Path, branch: str, message: str, *, author: Author, timeout: float) -> tuple[str, str]:
-    """Commit everything on ``branch`` (created from where the workspace is), then go back to
-    the branch the workspace was on; answer the commit id and that branch."""
-    safe = safe_directory(path)
-    original = (
-        await git.run(
-            [*safe, "symbolic-ref", "--quiet", "--short", "HEAD"], cwd=path, timeout=timeout, what="git symbolic-ref"
-        )
-    ).strip()
-    await git.run([*safe, "switch", "--quiet", "-c", branch], cwd=path, timeout=timeout, what="git switch -c")
-    await git.run([*safe, "add", "--all"], cwd=path, timeout=timeout, what="git add")
-    await git.run(
-        [*safe, "-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "--allow-empty", "-m", message],
-        cwd=path,
-        timeout=timeout,
-        what="git commit",
-        env=git.identity(author),
-    )
-    sha = (await head_commit(path, timeout=timeout)) or ""
-    await git.run([*safe, "switch", "--quiet", original], cwd=path, timeout=timeout, what="git switch back")
-    return sha, original

@@ -7,16 +7,16 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from service.actors import messages as m
 from service.errors import AppError
+from service.git import workspace as workspace_git
+from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.base import ProjectRef
-from service.runtimes.docker import DockerRuntime, make_writable_for_agent
-from service.scaffolding.git import Author
+from service.runtimes.environment import Environment
 from service.scaffolding.templates import get_template
 from service.sessions.session import PtySession
 from service.workflows import gates
@@ -31,11 +31,12 @@ BLOCKED = re.compile(r"^\s*BLOCKED:\s*(.+?)\s*$", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 PROMPT_ELEMENT = "{prompt}"
 GIT_TIMEOUT_S = 120.0
+SNAPSHOT_TIMEOUT_S = 120.0
 AGENT_COLS, AGENT_ROWS = 120, 40
 
 Ask = Callable[[m.Message, float], Awaitable[Any]]
-# Push the run's branch and open a pull request: (run, github_url, workspace, base branch) → fields
-Publish = Callable[[Run, str, Path, str], Awaitable[dict[str, str]]]
+# Publish the run's branch and open a pull request: (run, github_url, environment, base branch) → fields
+Publish = Callable[[Run, str, Environment, str], Awaitable[dict[str, str]]]
 
 
 class StepEnded(Exception):
@@ -56,7 +57,7 @@ class RunExecution:
         store: RunStore,
         events: RunEvents,
         ask: Ask,
-        docker: DockerRuntime,
+        environment: Environment,
         author: Author,
         publish: Publish | None = None,
     ) -> None:
@@ -65,7 +66,7 @@ class RunExecution:
         self.store = store
         self.events = events
         self.ask = ask
-        self.docker = docker
+        self.environment = environment
         self.author = author
         self.publish = publish
         self.cancel_requested = False
@@ -91,7 +92,7 @@ class RunExecution:
             settings = await project_workflow_settings(self.store.db, self.project.id)
             workflow = get_workflow(run.workflow)
             if run.state == "queued":
-                base = await gates.head_commit(Path(self.project.path), timeout=GIT_TIMEOUT_S)
+                base = await workspace_git.head(self.environment, timeout=GIT_TIMEOUT_S)
                 run = await self._save_run("started", state="running", base_commit=base)
                 self.log.info("workflow.run.started", workflow=run.workflow)
             for position, step in enumerate(workflow.steps):
@@ -139,10 +140,9 @@ class RunExecution:
         attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
         failure = (record.gate or {}).get("retry_with")
         patterns = get_template(settings.template).test_patterns
-        workspace = Path(self.project.path)
         snapshots = dict(await self.store.snapshot(self.run_id) or {})
         if "base" not in snapshots:
-            snapshots["base"] = await asyncio.to_thread(gates.test_files_snapshot, workspace, patterns)
+            snapshots["base"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
             await self.store.update_run(self.run_id, test_snapshot=snapshots)
         while True:
             run = await self._save_step(
@@ -171,7 +171,7 @@ class RunExecution:
             result = await self._gate(step, settings, patterns, snapshots)
             if result.passed:
                 if step.gate == "red":
-                    snapshots["red"] = await asyncio.to_thread(gates.test_files_snapshot, workspace, patterns)
+                    snapshots["red"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
                     await self.store.update_run(self.run_id, test_snapshot=snapshots)
                 self.log.info("workflow.step.gate_passed", step=step.name, attempt=attempt, reason=result.reason)
                 return await self._save_step(
@@ -230,16 +230,9 @@ class RunExecution:
         patterns: tuple[str, ...],
         snapshots: dict[str, dict[str, str]],
     ) -> GateResult:
-        container_id = await self.ask(m.EnsureContainer(), 120) if self.project.runtime == "docker" else None
         run = await self.store.get(self.run_id)
-        outcome = await gates.run_tests(
-            self.project,
-            settings.test_command,
-            docker=self.docker,
-            container_id=container_id,
-            timeout=run.step_timeout_s,
-        )
-        after = await asyncio.to_thread(gates.test_files_snapshot, Path(self.project.path), patterns)
+        outcome = await gates.run_tests(self.environment, settings.test_command, timeout=run.step_timeout_s)
+        after = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
         before = snapshots["base"] if step.gate == "red" else snapshots.get("red", snapshots["base"])
         return gates.judge(step.gate, outcome, before=before, after=after)
 
@@ -253,23 +246,20 @@ class RunExecution:
             position, "step.started", state="running", attempts=run.steps[position].attempts + 1, started_at=now()
         )
         self.log.info("workflow.step.started", step="commit", attempt=run.steps[position].attempts)
-        workspace = Path(self.project.path)
         branch = f"agentdock/{run.id}"
         message = f"{run.task.strip().splitlines()[0][:72]}\n\nagentdock workflow {run.workflow}, run {run.id}"
         try:
-            sha, base = await gates.commit_on_branch(
-                workspace, branch, message, author=self.author, timeout=GIT_TIMEOUT_S
+            sha, base = await workspace_git.commit_on_branch(
+                self.environment, branch, message, author=self.author, timeout=GIT_TIMEOUT_S
             )
             extra: dict[str, str] = {}
             if self.publish is not None and settings.github_url:
                 committed = await self._save_run("committed", branch=branch, commit_sha=sha)
-                extra = await self.publish(committed, settings.github_url, workspace, base)
+                extra = await self.publish(committed, settings.github_url, self.environment, base)
+                sha = extra.pop("commit_sha", sha)
         except AppError as exc:
             await self._fail_step(position, GateResult(passed=False, reason=exc.detail))
             raise StepEnded("failed", f"step commit: {exc.detail}") from None
-        finally:
-            if self.project.runtime == "docker":
-                await asyncio.to_thread(make_writable_for_agent, workspace)
         await self._save_run("committed", branch=branch, commit_sha=sha, **extra)
         self.log.info("workflow.step.gate_passed", step="commit", branch=branch, commit=sha)
         return await self._save_step(

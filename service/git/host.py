@@ -1,8 +1,11 @@
-"""The git CLI, run as asyncio subprocesses under a deadline (never blocking the event loop).
+"""git on the service's host, run as asyncio subprocesses under a deadline (never blocking the
+event loop). Only for trees no agent has had: a brand-new workspace being scaffolded, and
+the service's own bare publishing repositories. Never on a workspace after that.
 
 Every command runs with a clean environment: no terminal prompts, no inherited ``GIT_*`` or
-``AGENTDOCK_*`` variables (the service's own tokens live there), the C locale (stable
-messages). Output that is shown to a client or logged goes through a ``Redactor`` first.
+``AGENTDOCK_*`` variables (the service's own tokens live there), no system or global git
+configuration of the host, the C locale (stable messages). Output that is shown to a client
+or logged goes through a ``Redactor`` first.
 
 A push that needs credentials gets them from a credential helper given on the command line,
 which reads the token from an environment variable of that one git process: the token is
@@ -104,7 +107,14 @@ def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("GIT_", "AGENTDOCK_")) and key not in ("SSH_ASKPASS", "LANGUAGE")
     }
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="", LC_ALL="C", LANG="C")
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        LC_ALL="C",
+        LANG="C",
+    )
     if extra:
         env.update(extra)
     return env
