@@ -41,6 +41,7 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.terminal.websocket import MAX_MESSAGE_BYTES
 
     _migrate(settings)  # before the server's event loop starts: Alembic runs its own loop
     uvicorn.run(
@@ -52,6 +53,8 @@ def _serve(settings: Settings) -> int:
         # Protocol pings every 20 s; a peer that has not answered for 60 s in all is closed.
         ws_ping_interval=20.0,
         ws_ping_timeout=40.0,
+        # A frame over the terminal's message limit is refused (close 1009) before it is buffered.
+        ws_max_size=MAX_MESSAGE_BYTES,
         lifespan="on",
     )
     return 0

@@ -21,6 +21,8 @@ LogFormat = Literal["json", "console"]
 
 _MEMORY_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no")
 
 
 def parse_memory(value: str) -> int:
@@ -58,11 +60,21 @@ class Settings:
     restart_window_s: float = 60.0
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
+    # Powers over the host, granted by the operator only (see "Trust boundaries" in the docs).
+    allow_local_runtime: bool = False
+    allow_local_clone: bool = False
+    # Limits on what API clients can make.
+    max_projects: int = 1000
+    max_queued_runs: int = 100
+    max_viewers: int = 64
 
     def __post_init__(self) -> None:
         if not self.database_url:
             url = f"sqlite+aiosqlite:///{self.data_dir / 'agentdock.db'}"
             object.__setattr__(self, "database_url", url)
+        if self.runtime == "local":
+            # An operator who makes `local` the default has allowed it.
+            object.__setattr__(self, "allow_local_runtime", True)
 
     @property
     def workspaces_dir(self) -> Path:
@@ -92,6 +104,17 @@ class Settings:
             if not low <= value <= high:
                 raise ConfigurationError(f"AGENTDOCK_{name} must be between {low} and {high}")
             return value
+
+        def get_bool(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            value = raw.strip().lower()
+            if value in _TRUE:
+                return True
+            if value in _FALSE:
+                return False
+            raise ConfigurationError(f"AGENTDOCK_{name} must be 1, true or yes (or 0, false or no), not {raw!r}")
 
         runtime = get("RUNTIME") or "docker"
         if runtime not in ("docker", "local"):
@@ -140,6 +163,11 @@ class Settings:
             restart_window_s=get_float("RESTART_WINDOW_S", 60.0, 0, 86400),
             restart_backoff_s=get_float("RESTART_BACKOFF_S", 0.5, 0, 3600),
             restart_backoff_max_s=get_float("RESTART_BACKOFF_MAX_S", 30.0, 0, 3600),
+            allow_local_runtime=get_bool("ALLOW_LOCAL_RUNTIME", False) or runtime == "local",
+            allow_local_clone=get_bool("ALLOW_LOCAL_CLONE", False),
+            max_projects=get_int("MAX_PROJECTS", 1000, 1, 1_000_000),
+            max_queued_runs=get_int("MAX_QUEUED_RUNS", 100, 1, 100_000),
+            max_viewers=get_int("MAX_VIEWERS", 64, 1, 10_000),
         )
 
 

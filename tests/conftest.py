@@ -24,20 +24,32 @@ TOKEN = "test-token-0123456789"
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings as an operator of the tests sets them: the docker runtime by default, and
+    cloning host paths allowed (the tests clone repositories they make in ``tmp_path``).
+    The local runtime stays an operator's power here: pass ``allow_local_runtime=True``."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "api_token": TOKEN,
         "log_format": "json",
         "network": "none",
         "runtime": "docker",
+        "allow_local_clone": True,
     }
     values.update(overrides)
     return Settings(**values)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "settings(**overrides): overrides of make_settings for the test's `settings` (and `client`)"
+    )
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path / "data")
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings; ``@pytest.mark.settings(max_projects=2)`` overrides some."""
+    marker = request.node.get_closest_marker("settings")
+    return make_settings(tmp_path / "data", **(marker.kwargs if marker is not None else {}))
 
 
 @pytest.fixture
@@ -157,9 +169,16 @@ async def remove_project_containers(project_ids: set[str]) -> None:
 
 @pytest.fixture
 def docker_settings(tmp_path: Path, docker_available: None) -> Settings:
-    """Settings for tests against the real engine: the small busybox image, no network, and a
-    fast restart backoff so that the intensity limit is reached in seconds."""
-    settings = make_settings(tmp_path / "data", image=BUSYBOX_IMAGE, restart_backoff_s=0.1, restart_backoff_max_s=1.0)
+    """Settings for tests against the real engine: the small busybox image, no network, a
+    fast restart backoff so that the intensity limit is reached in seconds, and the local
+    runtime allowed (a test checks that a local project beside docker ones has no container)."""
+    settings = make_settings(
+        tmp_path / "data",
+        image=BUSYBOX_IMAGE,
+        restart_backoff_s=0.1,
+        restart_backoff_max_s=1.0,
+        allow_local_runtime=True,
+    )
     upgrade(settings)
     return settings
 

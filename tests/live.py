@@ -47,6 +47,9 @@ class LiveServer:
             "AGENTDOCK_LOG_FORMAT": "json",
             "AGENTDOCK_RESTART_BACKOFF_S": "0.05",
             "AGENTDOCK_RESTART_BACKOFF_MAX_S": "0.5",
+            # The tests clone repositories they make on this host; AGENTDOCK_RUNTIME=local
+            # already allows the local runtime where a test serves that.
+            "AGENTDOCK_ALLOW_LOCAL_CLONE": "1",
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

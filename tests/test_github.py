@@ -20,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.db.migrate import upgrade
 from service.errors import ConfigurationError
+from service.git import host as git
 from service.logs import configure_logging
-from service.scaffolding import git
 from service.settings import Settings
 from tests.conftest import TOKEN, CapturedLogs, make_settings
 from tests.github_double import API_PREFIX, GitHubDouble
@@ -73,7 +73,10 @@ async def gh_client(gh_settings: Settings) -> AsyncIterator[Client]:
 
 
 def git_out(path: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, check=True).stdout.strip()
+    """git in a workspace: it belongs to uid 1000 from its creation (docker runtime), so the
+    test, as root and with no agent ever near it, names it safe; the service never does."""
+    argv = ["git", "-c", f"safe.directory={path}", "-C", str(path), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 async def assert_nothing_left(client: Client, settings: Settings, name: str) -> None:

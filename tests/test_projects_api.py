@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from service.projects import workspace
 from service.settings import Settings
+from tests.conftest import CapturedLogs
 
 Client = AsyncTestClient[Litestar]
 
@@ -20,6 +23,7 @@ async def create(client: Client, **body: Any) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.settings(allow_local_runtime=True)
 async def test_create_get_list(client: Client, migrated: Settings) -> None:
     project = await create(client, name="demo", description="a demo")
     assert uuid.UUID(project["id"])
@@ -99,6 +103,7 @@ async def test_patch_to_taken_name_is_409(client: Client) -> None:
     assert (await client.get(f"/api/projects/{b['id']}")).json()["name"] == "b"
 
 
+@pytest.mark.settings(allow_local_runtime=True)
 async def test_patch_runtime_can_be_reset_to_default(client: Client) -> None:
     project = await create(client, name="rt", runtime="local")
     response = await client.patch(f"/api/projects/{project['id']}", json={"runtime": None})
@@ -201,3 +206,45 @@ async def test_bad_query_flag_is_400(client: Client) -> None:
     response = await client.delete(f"/api/projects/{project['id']}", params={"purge": "maybe"})
     assert response.status_code == 400
     assert (await client.get(f"/api/projects/{project['id']}")).status_code == 200
+
+
+def owners(path: Path) -> set[tuple[int, int]]:
+    """The (uid, gid) of the tree's every entry, links themselves included, never followed."""
+    found = {(path.lstat().st_uid, path.lstat().st_gid)}
+    for top, dirs, files in os.walk(path):
+        for entry in (*dirs, *files):
+            st = Path(top, entry).lstat()
+            found.add((st.st_uid, st.st_gid))
+    return found
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand a workspace to uid 1000")
+
+
+@needs_root
+@pytest.mark.settings(allow_local_runtime=True)
+async def test_a_docker_workspace_belongs_to_the_agent_user_from_creation(client: Client, logs: CapturedLogs) -> None:
+    boxed = await create(client, name="boxed", template="python")
+    on_host = await create(client, name="onhost", template="python", runtime="local")
+    assert (Path(boxed["path"]) / ".git" / "HEAD").is_file()
+    assert owners(Path(boxed["path"])) == {(1000, 1000)}  # .git included
+    assert (1000, 1000) not in owners(Path(on_host["path"]))
+    [handed] = logs.events("project.workspace_handed_over")
+    assert handed["project_id"] == boxed["id"] and handed["path"] == boxed["path"] and handed["uid"] == 1000
+
+
+@needs_root
+def test_hand_over_never_follows_a_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host file")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "inner.txt").write_text("x")
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "file.txt").write_text("x")
+    (tree / "file-link").symlink_to(outside)
+    (tree / "dir-link").symlink_to(other, target_is_directory=True)
+    assert workspace.hand_over(tree) == 5  # tree, sub, file.txt and the two links themselves
+    assert owners(tree) == {(1000, 1000)}
+    assert (outside.stat().st_uid, other.stat().st_uid, (other / "inner.txt").stat().st_uid) == (0, 0, 0)

@@ -17,8 +17,8 @@ from litestar.testing import AsyncTestClient
 from service.app import create_app
 from service.db.migrate import upgrade
 from service.errors import Invalid
+from service.git import host as git
 from service.logs import configure_logging
-from service.scaffolding import git
 from service.scaffolding.controllers import TemplateController
 from service.scaffolding.templates import FILES_DIR, TEMPLATES, get_template, package_name
 from service.settings import Settings
@@ -53,7 +53,10 @@ def sh(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.Co
 
 
 def git_out(path: Path, *args: str) -> str:
-    return sh("git", "-C", str(path), *args).stdout.strip()
+    """git in a repository the test made or a workspace the service made. A docker-runtime
+    workspace belongs to uid 1000 from its creation, so the test (as root, and with no agent
+    ever near it) names it safe; the service itself never does that."""
+    return sh("git", "-c", f"safe.directory={path}", "-C", str(path), *args).stdout.strip()
 
 
 def make_bare_repo(root: Path, name: str = "source.git", files: dict[str, str] | None = None) -> Path:

@@ -25,6 +25,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.github_api_url == "https://api.github.com"
     assert settings.workspaces_dir == tmp_path / "data" / "workspaces"
     assert settings.log_format == "json"  # stdout is not a TTY under pytest
+    assert (settings.allow_local_runtime, settings.allow_local_clone) == (False, False)
+    assert (settings.max_projects, settings.max_queued_runs, settings.max_viewers) == (1000, 100, 64)
 
 
 def test_from_environment(tmp_path: Path) -> None:
@@ -71,11 +73,34 @@ def test_from_environment(tmp_path: Path) -> None:
         ("CONTAINER_CPUS", "x"),
         ("CONTAINER_PIDS", "0"),
         ("LOG_FORMAT", "xml"),
+        ("ALLOW_LOCAL_RUNTIME", "maybe"),
+        ("ALLOW_LOCAL_RUNTIME", "2"),
+        ("ALLOW_LOCAL_CLONE", "on"),
+        ("MAX_PROJECTS", "0"),
+        ("MAX_QUEUED_RUNS", "many"),
+        ("MAX_VIEWERS", "-1"),
     ],
 )
 def test_bad_values_are_clear_errors(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=f"AGENTDOCK_{name}|memory size"):
         Settings.from_env({f"AGENTDOCK_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("true", True), ("YES", True), (" True ", True), ("0", False), ("false", False), ("No", False)],
+)
+def test_operator_powers_are_yes_or_no(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"AGENTDOCK_ALLOW_LOCAL_RUNTIME": value, "AGENTDOCK_ALLOW_LOCAL_CLONE": value})
+    assert (settings.allow_local_runtime, settings.allow_local_clone) == (expected, expected)
+
+
+def test_local_as_the_default_runtime_allows_the_local_runtime() -> None:
+    assert Settings.from_env({"AGENTDOCK_RUNTIME": "local"}).allow_local_runtime
+    assert Settings.from_env({"AGENTDOCK_RUNTIME": "local", "AGENTDOCK_ALLOW_LOCAL_RUNTIME": "0"}).allow_local_runtime
+    assert Settings(runtime="local").allow_local_runtime  # however the settings are built
+    assert not Settings(runtime="docker").allow_local_runtime
+    assert not Settings.from_env({"AGENTDOCK_RUNTIME": "local"}).allow_local_clone  # a separate power
 
 
 @pytest.mark.parametrize(

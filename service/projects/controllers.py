@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
@@ -11,9 +13,13 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from service.actors.messages import GetContainer, ProjectChanged, RemoveContainer
 from service.containers.schemas import Container
 from service.errors import Conflict, NotFound
+from service.logs import get_logger
+from service.projects import workspace
 from service.projects.schemas import Project, ProjectCreate, ProjectUpdate
 from service.projects.services import ProjectService, to_schema
 from service.state import AppState
+
+log = get_logger(__name__)
 
 ProjectId = Annotated[UUID, PathParameter(description="the project's id (a UUID)")]
 
@@ -53,7 +59,7 @@ class ProjectController(Controller):
         projects: NamedDependency[ProjectService],
         app_state: NamedDependency[AppState],
     ) -> Project:
-        project = await projects.update_project(project_id, data)
+        project = await projects.update_project(project_id, data, app_state.settings)
         app_state.registry.tell(project_id, ProjectChanged())
         return to_schema(project, app_state.settings)
 
@@ -66,13 +72,19 @@ class ProjectController(Controller):
         remove_container: Annotated[bool, QueryParameter(description="also remove the project's container")] = False,
         purge: Annotated[bool, QueryParameter(description="also delete the workspace directory")] = False,
     ) -> None:
-        await projects.get_project(project_id)  # 404 before anything is touched
+        project = await projects.get_project(project_id)  # 404 before anything is touched
+        path = Path(project.path)
         if remove_container:
             container = await _container_or_none(app_state, project_id)
             if container is not None:
                 await app_state.registry.ask(project_id, RemoveContainer())
+        # The row goes first: from then on no request can start a supervisor for the project,
+        # and the one that runs is stopped (under the registry's lock) after.
+        await projects.delete_project(project_id)
         await app_state.registry.stop(project_id)
-        await projects.delete_project(project_id, app_state.settings, purge=purge)
+        if purge:  # last: the project's sessions have ended
+            await asyncio.to_thread(workspace.purge_workspace, app_state.settings.workspaces_dir, path)
+            log.info("project.purged", project_id=str(project_id), path=str(path))
 
 
 async def _container_or_none(app_state: AppState, project_id: UUID) -> Container | None:

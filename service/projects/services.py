@@ -15,11 +15,12 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 
 from service.db.models import ProjectModel
-from service.errors import AppError, Conflict, NotFound
+from service.errors import AppError, Conflict, Invalid, NotFound
+from service.git import host as git
 from service.logs import get_logger
 from service.projects import workspace
 from service.projects.schemas import DEFAULT_AGENT_COMMAND, GitHubOptions, Project, ProjectCreate, ProjectUpdate
-from service.scaffolding import git, templates
+from service.scaffolding import templates
 from service.scaffolding.github import GitHubClient, GitHubRepository
 from service.scaffolding.templates import TemplateSpec, get_template
 from service.settings import Settings
@@ -54,8 +55,15 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         before it: no row, no workspace directory, no GitHub repository is left behind."""
         template = get_template(data.template)
         source = git.parse_clone_source(data.repo_url) if data.repo_url is not None else None
+        check_runtime_allowed(data.runtime, settings)
+        if source is not None and source.local and not settings.allow_local_clone:
+            raise Invalid(
+                "repo_url is a path or file:// URL on the service's host, and cloning those is not allowed: "
+                "the operator allows it with AGENTDOCK_ALLOW_LOCAL_CLONE=1. Clone an https:// URL instead"
+            )
         github = GitHubClient(settings) if data.github is not None and data.github.create else None
         await self._ensure_name_free(data.name)
+        await self._ensure_room(settings.max_projects)
         project_id = uuid4()
         with structlog.contextvars.bound_contextvars(project_id=str(project_id)):
             path = workspace.create_workspace(settings.workspaces_dir, data.name)
@@ -67,6 +75,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
                     await creation.scaffold(template, name=data.name, description=data.description)
                 if github is not None and data.github is not None:
                     await creation.publish(github, data.github, name=data.name, description=data.description)
+                if (data.runtime or settings.runtime) == "docker":
+                    await creation.hand_over()
                 creation.step = "database"
                 project = await self._insert(
                     ProjectModel(
@@ -89,17 +99,26 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         log.info("project.created", project_id=str(project.id), name=project.name, path=project.path)
         return project
 
+    async def _ensure_room(self, max_projects: int) -> None:
+        if await self.count() >= max_projects:
+            raise Conflict(
+                f"the service already holds {max_projects} projects, its limit (AGENTDOCK_MAX_PROJECTS): "
+                "delete one first"
+            )
+
     async def _insert(self, project: ProjectModel) -> ProjectModel:
         try:
             return await self.create(project, auto_commit=True)
         except IntegrityError:
             raise Conflict(f"a project named {project.name!r} already exists") from None
 
-    async def update_project(self, project_id: UUID, data: ProjectUpdate) -> ProjectModel:
+    async def update_project(self, project_id: UUID, data: ProjectUpdate, settings: Settings) -> ProjectModel:
         project = await self.get_project(project_id)
         changes: dict[str, Any] = {
             field: value for field in data.__struct_fields__ if (value := getattr(data, field)) is not msgspec.UNSET
         }
+        if "runtime" in changes:
+            check_runtime_allowed(changes["runtime"], settings)
         if "name" in changes and changes["name"] != project.name:
             await self._ensure_name_free(changes["name"])
         for field, value in changes.items():
@@ -111,12 +130,12 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         log.info("project.updated", project_id=str(project.id), fields=sorted(changes))
         return project
 
-    async def delete_project(self, project_id: UUID, settings: Settings, *, purge: bool) -> ProjectModel:
+    async def delete_project(self, project_id: UUID) -> ProjectModel:
+        """Delete the row (the workspace directory is the controller's to purge, once the
+        project's sessions have ended)."""
         project = await self.get_project(project_id)
         await self.delete(project.id, auto_commit=True)
-        if purge:
-            await asyncio.to_thread(workspace.purge_workspace, settings.workspaces_dir, Path(project.path))
-        log.info("project.deleted", project_id=str(project.id), name=project.name, purged=purge)
+        log.info("project.deleted", project_id=str(project.id), name=project.name)
         return project
 
 
@@ -169,6 +188,14 @@ class _Creation:
         branch = await git.push(self.path, "origin", token=github.token, timeout=timeout)
         log.info("git.pushed", remote="origin", url=repo.html_url, branch=branch)
 
+    async def hand_over(self) -> None:
+        """Give the new tree to the container's `agent` user: all host-side git on it is done,
+        and no container or agent has had it yet."""
+        self.step = "ownership"
+        entries = await asyncio.to_thread(workspace.hand_over, self.path)
+        if entries:
+            log.info("project.workspace_handed_over", path=str(self.path), uid=workspace.AGENT_UID, entries=entries)
+
     async def undo(self, exc: BaseException, *, name: str) -> None:
         """Delete what was made, newest first; never raises (the original error is the answer)."""
         notes: list[str] = []
@@ -197,6 +224,16 @@ class _Creation:
             log.warning("project.create_failed", name=name, step=self.step, status=500, detail=type(exc).__name__)
         else:  # cancelled: the client went away
             log.warning("project.create_failed", name=name, step=self.step, status=None, detail="cancelled")
+
+
+def check_runtime_allowed(runtime: str | None, settings: Settings) -> None:
+    """The `local` runtime runs agents unsandboxed on the host, as the service's user: only
+    the operator may open it to API clients."""
+    if runtime == "local" and not settings.allow_local_runtime:
+        raise Invalid(
+            "the local runtime runs agents unsandboxed on the service's host and is not allowed here: "
+            "the operator allows it with AGENTDOCK_ALLOW_LOCAL_RUNTIME=1 (or AGENTDOCK_RUNTIME=local)"
+        )
 
 
 def to_schema(project: ProjectModel, settings: Settings) -> Project:

@@ -204,6 +204,10 @@ class PtySession:
         self.viewers.add(viewer)
         return viewer, first
 
+    @property
+    def viewer_count(self) -> int:
+        return len(self.viewers)
+
     def detach(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
 
@@ -231,7 +235,7 @@ class PtySession:
             signal=self.signal,
             cols=self.cols,
             rows=self.rows,
-            viewers=len(self.viewers),
+            viewers=self.viewer_count,
             restart=self.restart,
             restart_count=self.restart_count,
             created_at=self.created_at,

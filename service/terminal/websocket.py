@@ -1,9 +1,12 @@
 """``WS /api/terminal/{id}``: attach a viewer to a session and carry its input.
 
-Refusals (token 4401, origin 4403, unknown id 4404) come right after accept and before
-anything is sent or taken. On attach: a status message, the scrollback, then live output.
-A malformed or oversized message gets an ``error`` reply and the socket stays open; a
-viewer that falls more than its limit behind is closed with 4008.
+Refusals (token 4401, origin 4403, unknown id 4404, one viewer too many 4429) come right
+after accept and before anything is sent or taken. On attach: a status message, the
+scrollback, then live output. A malformed message gets an ``error`` reply and the socket
+stays open; so does an oversized one where the server lets it through (``agentdock serve``
+sets uvicorn's ``ws_max_size`` to ``MAX_MESSAGE_BYTES``, so there a larger frame closes the
+socket with 1009 before it is buffered). A viewer that falls more than its limit behind is
+closed with 4008.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ log = get_logger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_MANY_VIEWERS = 4429
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 _decode = msgspec.json.Decoder(ClientMessage).decode
 _encode = msgspec.json.Encoder().encode
@@ -68,6 +72,14 @@ async def terminal(socket: WebSocket[Any, Any, Any], target: FromPath[str]) -> N
         await socket.close(code=exc.close_code, reason=exc.detail[:120])
         return
     read_only = socket.query_params.get("mode") == "view"
+    limit = state.settings.max_viewers
+    if session.viewer_count >= limit:  # no await between this check and the attach below
+        log.warning(
+            "session.viewer.refused", session_id=str(session.id), project_id=str(session.project_id), limit=limit
+        )
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+            await socket.close(code=CLOSE_TOO_MANY_VIEWERS, reason=f"too many viewers: at most {limit} per session")
+        return
     viewer, first = session.attach(read_only=read_only)
     log.info(
         "session.viewer.attached", session_id=str(session.id), project_id=str(session.project_id), read_only=read_only

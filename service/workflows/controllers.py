@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, PathParameter
 
 from service.actors import messages as m
 from service.auth import accept_websocket
-from service.errors import AppError, Invalid
+from service.errors import AppError, Conflict, Invalid
 from service.logs import get_logger
 from service.state import AppState
 from service.workflows.definitions import WORKFLOWS, get_workflow
@@ -47,6 +47,12 @@ class ProjectRunsController(Controller):
         if data.idle_timeout_s < floor:
             raise Invalid(f"idle_timeout_s must be at least {floor:g} s")
         await app_state.registry.ensure(project_id)  # 404 for an unknown project
+        limit = app_state.settings.max_queued_runs
+        if await app_state.runs.count_in_states(project_id, ("queued",)) >= limit:
+            raise Conflict(
+                f"the project already has {limit} queued runs, its limit (AGENTDOCK_MAX_QUEUED_RUNS): "
+                "wait for them to start or cancel some"
+            )
         run = await app_state.runs.create(project_id, data, workflow)
         log.info("workflow.run.queued", run_id=str(run.id), project_id=str(project_id), workflow=workflow.name)
         app_state.run_events.publish(run, "queued")

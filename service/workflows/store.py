@@ -9,7 +9,7 @@ from uuid import UUID
 
 import msgspec
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from service.db.models import ProjectModel, WorkflowRunModel, WorkflowStepModel
 from service.errors import NotFound
@@ -100,6 +100,15 @@ class RunStore:
                 .order_by(WorkflowRunModel.created_at)
             )
             return [to_run(r) for r in rows]
+
+    async def count_in_states(self, project_id: UUID, states: tuple[str, ...]) -> int:
+        async with self.db.get_session() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(WorkflowRunModel)
+                .where(WorkflowRunModel.project_id == project_id, WorkflowRunModel.state.in_(states))
+            )
+            return int(count or 0)
 
     async def snapshot(self, run_id: UUID) -> dict[str, dict[str, str]] | None:
         """The test files' states the run recorded: ``base`` (before red) and ``red``."""
