@@ -62,24 +62,29 @@ def main() -> int:
         say("BLOCKED: the task needs a database I cannot reach")
         return 0
 
+    work(step, attempt, args.mode)
+    say("fake-agent: done")
+    return 0
+
+
+def work(step: str, attempt: int, mode: str = "honest") -> None:
+    """The files one step writes in the working directory (shared with tests/hostile_agent.py)."""
     tests = Path("tests")
     if step == "red":
         tests.mkdir(exist_ok=True)
-        if args.mode == "red-passes-first" and attempt == 1:
+        if mode == "red-passes-first" and attempt == 1:
             (tests / "test_feature.py").write_text(PASSING_TEST)
         else:
             (tests / "test_feature.py").write_text(TEST)
         say("fake-agent: wrote tests/test_feature.py")
     elif step == "green":
         Path("feature.py").write_text(IMPLEMENTATION)
-        if args.mode == "edits-tests":
+        if mode == "edits-tests":
             (tests / "test_feature.py").write_text(PASSING_TEST)  # cheating: replace the failing test
         say("fake-agent: wrote feature.py")
     elif step == "refactor":
         Path("feature.py").write_text(REFACTORED)
         say("fake-agent: refactored feature.py")
-    say("fake-agent: done")
-    return 0
 
 
 if __name__ == "__main__":

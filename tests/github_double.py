@@ -4,7 +4,9 @@ the repositories it "creates".
 It serves, on 127.0.0.1 and a free port, in a thread of its own:
 
 - the REST API under ``/api/v3`` (as GitHub Enterprise Server does): ``GET /user``,
-  ``POST /user/repos``, ``POST /orgs/{org}/repos``, ``DELETE /repos/{owner}/{repo}``;
+  ``POST /user/repos``, ``POST /orgs/{org}/repos``, ``GET /repos/{owner}/{repo}`` (where
+  the service learns a repository's ``clone_url``), ``DELETE /repos/{owner}/{repo}``,
+  ``POST /repos/{owner}/{repo}/pulls``;
   a request whose ``Authorization`` is not ``token <the token>`` (or ``Bearer``) gets 401;
 - git over HTTP under ``/git/{owner}/{repo}.git`` through ``git http-backend``, behind Basic
   auth whose password must be the token (as github.com's is): a created repository is a
@@ -203,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(404, {"message": "Not Found", "documentation_url": DOCS})
             else:
                 self._create(parts[1], body)
+        elif self.command == "GET" and len(parts) == 3 and parts[0] == "repos":
+            self._get(f"{parts[1]}/{parts[2]}")
         elif self.command == "DELETE" and len(parts) == 3 and parts[0] == "repos":
             self._delete(f"{parts[1]}/{parts[2]}")
         elif self.command == "POST" and len(parts) == 4 and parts[0] == "repos" and parts[3] == "pulls":
@@ -235,6 +239,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         self._json(201, github.add_repo(owner, name, private=bool(body.get("private", False))))
+
+    def _get(self, full_name: str) -> None:
+        """A repository as its creation answered it (``clone_url`` included), or 404."""
+        repo = self.github.repos.get(full_name)
+        if repo is None:
+            self._json(404, {"message": "Not Found", "documentation_url": DOCS})
+        else:
+            self._json(200, repo)
 
     def _pull(self, full_name: str, body: Any) -> None:
         """Open a pull request; like GitHub, only between branches that exist."""
