@@ -245,6 +245,6 @@ def test_hand_over_never_follows_a_link(tmp_path: Path) -> None:
     (tree / "sub" / "file.txt").write_text("x")
     (tree / "file-link").symlink_to(outside)
     (tree / "dir-link").symlink_to(other, target_is_directory=True)
-    assert workspace.hand_over(tree) == 5  # tree, sub, file.txt and the two links themselves
+    assert workspace.hand_over(tree, 1000, 1000) == 5  # tree, sub, file.txt and the two links themselves
     assert owners(tree) == {(1000, 1000)}
     assert (outside.stat().st_uid, other.stat().st_uid, (other / "inner.txt").stat().st_uid) == (0, 0, 0)

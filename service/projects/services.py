@@ -20,6 +20,7 @@ from service.git import host as git
 from service.logs import get_logger
 from service.projects import workspace
 from service.projects.schemas import DEFAULT_AGENT_COMMAND, GitHubOptions, Project, ProjectCreate, ProjectUpdate
+from service.runtimes.factory import new_workspace_owner
 from service.scaffolding import templates
 from service.scaffolding.github import GitHubClient, GitHubRepository
 from service.scaffolding.templates import TemplateSpec, get_template
@@ -75,8 +76,9 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
                     await creation.scaffold(template, name=data.name, description=data.description)
                 if github is not None and data.github is not None:
                     await creation.publish(github, data.github, name=data.name, description=data.description)
-                if (data.runtime or settings.runtime) == "docker":
-                    await creation.hand_over()
+                owner = new_workspace_owner(data.runtime or settings.runtime)
+                if owner is not None:
+                    await creation.hand_over(*owner)
                 creation.step = "database"
                 project = await self._insert(
                     ProjectModel(
@@ -188,13 +190,13 @@ class _Creation:
         branch = await git.push(self.path, "origin", token=github.token, timeout=timeout)
         log.info("git.pushed", remote="origin", url=repo.html_url, branch=branch)
 
-    async def hand_over(self) -> None:
+    async def hand_over(self, uid: int, gid: int) -> None:
         """Give the new tree to the container's `agent` user: all host-side git on it is done,
         and no container or agent has had it yet."""
         self.step = "ownership"
-        entries = await asyncio.to_thread(workspace.hand_over, self.path)
+        entries = await asyncio.to_thread(workspace.hand_over, self.path, uid, gid)
         if entries:
-            log.info("project.workspace_handed_over", path=str(self.path), uid=workspace.AGENT_UID, entries=entries)
+            log.info("project.workspace_handed_over", path=str(self.path), uid=uid, entries=entries)
 
     async def undo(self, exc: BaseException, *, name: str) -> None:
         """Delete what was made, newest first; never raises (the original error is the answer)."""

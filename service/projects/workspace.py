@@ -8,10 +8,6 @@ from pathlib import Path
 
 from service.errors import Conflict, Invalid
 
-# The default image's `agent` user, as whom sessions run in a docker project's container.
-AGENT_UID = 1000
-AGENT_GID = 1000
-
 
 def workspace_path(workspaces_dir: Path, name: str) -> Path:
     path = (workspaces_dir / name).resolve()
@@ -43,7 +39,7 @@ def purge_workspace(workspaces_dir: Path, path: Path) -> None:
         shutil.rmtree(resolved)
 
 
-def hand_over(path: Path, uid: int = AGENT_UID, gid: int = AGENT_GID) -> int:
+def hand_over(path: Path, uid: int, gid: int) -> int:
     """Give a brand-new workspace to the container's ``agent`` user, once; answers how many
     entries it re-owned (0 when the service does not run as root: only root may chown).
 

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from service.actors import messages as m
 from service.actors.policy import RestartPolicy
-from service.runtimes.base import ProjectRef
-from service.runtimes.docker import DockerRuntime
+from service.runtimes.base import ProjectRef, RuntimeKind
+from service.runtimes.docker import AGENT_GID, AGENT_UID, DockerRuntime
 from service.runtimes.docker_env import DockerEnvironment
 from service.runtimes.environment import Environment
 from service.runtimes.local import LocalEnvironment
@@ -29,3 +29,9 @@ class Environments:
         if project.runtime == "local":
             return LocalEnvironment(project, allowed=self.allow_local)
         return DockerEnvironment(project, runtime=self.docker, policy=self.policy, tell=tell, save=save)
+
+
+def new_workspace_owner(runtime: RuntimeKind) -> tuple[int, int] | None:
+    """Who a brand-new workspace should belong to: the container's ``agent`` for the docker
+    runtime; for the local runtime the service's own user (it runs the commands)."""
+    return (AGENT_UID, AGENT_GID) if runtime == "docker" else None

@@ -19,7 +19,7 @@ from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
 from service.scaffolding.templates import get_template
 from service.sessions.session import PtySession
-from service.workflows import gates
+from service.workflows import gates, testrun
 from service.workflows.definitions import StepDefinition, get_workflow, render_prompt
 from service.workflows.events import RunEvents
 from service.workflows.schemas import GateResult, Run
@@ -231,7 +231,7 @@ class RunExecution:
         snapshots: dict[str, dict[str, str]],
     ) -> GateResult:
         run = await self.store.get(self.run_id)
-        outcome = await gates.run_tests(self.environment, settings.test_command, timeout=run.step_timeout_s)
+        outcome = await testrun.run_tests(self.environment, settings.test_command, timeout=run.step_timeout_s)
         after = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
         before = snapshots["base"] if step.gate == "red" else snapshots.get("red", snapshots["base"])
         return gates.judge(step.gate, outcome, before=before, after=after)

@@ -1,0 +1,32 @@
+"""A gate's test run: the project's test command, in its environment, with nothing the agent
+left behind deciding the result."""
+
+from __future__ import annotations
+
+from service.errors import AppError
+from service.runtimes.environment import Environment
+from service.workflows.gates import TestOutcome
+
+OUTPUT_TAIL_CHARS = 4000
+# The test command, with nothing the agent left behind deciding the result: Python reads and
+# writes bytecode only under a fresh, empty PYTHONPYCACHEPREFIX made for this one run, so a
+# stale .pyc in the workspace (whose size/mtime check the agent can fool) is never used.
+GATE_WRAPPER = """p=$(mktemp -d "${TMPDIR:-/tmp}/agentdock-gate.XXXXXXXX") || exit 125
+export PYTHONPYCACHEPREFIX="$p"
+/bin/sh -c "$1"
+c=$?
+rm -rf "$p"
+exit $c
+"""
+
+
+async def run_tests(environment: Environment, test_command: str, *, timeout: float) -> TestOutcome:
+    """Run ``test_command`` with ``sh -c`` in the workspace, inside the project's environment."""
+    try:
+        result = await environment.run(["/bin/sh", "-c", GATE_WRAPPER, "agentdock-gate", test_command], timeout=timeout)
+    except AppError as exc:
+        return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {exc.detail}")
+    tail = result.text[-OUTPUT_TAIL_CHARS:]
+    if result.timed_out:
+        return TestOutcome(exit_code=None, output_tail=f"{tail}\n(timed out after {timeout:g} s)")
+    return TestOutcome(exit_code=result.exit_code, output_tail=tail)
