@@ -67,6 +67,8 @@ class Settings:
     max_projects: int = 1000
     max_queued_runs: int = 100
     max_viewers: int = 64
+    # Environment variables (credentials) of every agent, session and gate run: a dotenv file.
+    agent_env_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -83,6 +85,11 @@ class Settings:
     @property
     def token_file(self) -> Path:
         return self.data_dir / "api-token"
+
+    @property
+    def secret_key_file(self) -> Path:
+        """The key that encrypts project secrets at rest (made at first start, mode 0600)."""
+        return self.data_dir / "secret-key"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -137,6 +144,7 @@ class Settings:
 
         origins = tuple(o.strip().rstrip("/") for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip())
         data_dir = Path(get("DATA_DIR") or "data").expanduser().resolve()
+        agent_env_file = get("AGENT_ENV_FILE")
         return cls(
             host=get("HOST") or "127.0.0.1",
             port=get_int("PORT", 8000, 0, 65535),
@@ -168,6 +176,7 @@ class Settings:
             max_projects=get_int("MAX_PROJECTS", 1000, 1, 1_000_000),
             max_queued_runs=get_int("MAX_QUEUED_RUNS", 100, 1, 100_000),
             max_viewers=get_int("MAX_VIEWERS", 64, 1, 10_000),
+            agent_env_file=Path(agent_env_file).expanduser().resolve() if agent_env_file else None,
         )
 
 
