@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from service import __version__
+from service.agents.controllers import AgentsController
 from service.auth import LOCALHOST_ORIGIN, require_token
 from service.containers.controllers import ContainersController, ProjectContainerController
 from service.db.config import database_config
@@ -23,6 +24,7 @@ from service.health.controllers import HealthController
 from service.logs import configure_logging, get_logger
 from service.projects.controllers import ProjectController
 from service.scaffolding.controllers import TemplateController
+from service.secrets.controllers import ProjectSecretsController
 from service.sessions.controllers import ProjectSessionsController, SessionsController
 from service.settings import Settings, ensure_api_token
 from service.state import AppState, provide_app_state
@@ -66,6 +68,7 @@ def _lifespan(app_state: AppState) -> Any:
             runtime=app_state.settings.runtime,
             data_dir=str(app_state.settings.data_dir),
         )
+        app_state.secrets.start()  # the secret key is made at first start
         await app_state.startup()
         try:
             yield
@@ -94,7 +97,9 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
     return Litestar(
         route_handlers=[
             HealthController,
+            AgentsController,
             ProjectController,
+            ProjectSecretsController,
             ProjectContainerController,
             ContainersController,
             TemplateController,

@@ -18,6 +18,7 @@ from service.errors import AppError
 from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
+from service.secrets.services import AgentSecrets
 from service.settings import Settings
 from service.workflows.engine import WorkflowServices
 from service.workflows.events import RunEvents
@@ -30,18 +31,31 @@ log = get_logger(__name__)
 class AppState:
     """A plain class, not a dataclass: Litestar passes it to handlers as an opaque value."""
 
-    __slots__ = ("api_token", "db", "docker", "docker_runtime", "events", "registry", "run_events", "runs", "settings")
+    __slots__ = (
+        "api_token",
+        "db",
+        "docker",
+        "docker_runtime",
+        "events",
+        "registry",
+        "run_events",
+        "runs",
+        "secrets",
+        "settings",
+    )
 
     def __init__(self, *, settings: Settings, api_token: str, db: SQLAlchemyAsyncConfig, docker: DockerEngine) -> None:
         self.settings = settings
         self.api_token = api_token
         self.db = db
+        self.secrets = AgentSecrets.from_settings(db, settings)  # agent_environment(project_id)
         self.docker = docker
         self.docker_runtime = DockerRuntime(docker, settings)
         self.runs = RunStore(db)
         self.run_events = RunEvents()
         self.registry = SupervisorRegistry(
             docker=self.docker_runtime,
+            agent_environment=self.secrets.agent_environment,
             store=ProjectStore(db, settings.runtime),
             policy=RestartPolicy(
                 max_restarts=settings.restart_max,
@@ -54,6 +68,7 @@ class AppState:
                 events=self.run_events,
                 author=Author(name=settings.git_author_name, email=settings.git_author_email),
                 publish=GitHubPublisher(settings),
+                agent_environment=self.secrets.agent_environment,
             ),
         )
         self.events = DockerEventsListener(

@@ -163,6 +163,10 @@ async def remove_project_containers(project_ids: set[str]) -> None:
             labels = container._container.get("Labels") or {}
             if labels.get("agentdock.project") in project_ids:
                 await container.delete(force=True)
+        volumes = await engine.client.volumes.list(filters={"label": ["agentdock.managed=true"]})
+        for volume in volumes.get("Volumes") or []:
+            if (volume.get("Labels") or {}).get("agentdock.project") in project_ids:
+                await (await engine.client.volumes.get(volume["Name"])).delete()
     finally:
         await engine.close()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,7 +113,8 @@ async def test_container_is_hardened(docker_client: Client, docker_settings: Set
     assert config["Memory"] == docker_settings.container_memory
     assert config["NanoCpus"] == int(docker_settings.container_cpus * 1e9)
     assert config["NetworkMode"] == "none"
-    assert config["Binds"] == [f"{project['path']}:/workspace"]
+    home = f"agentdock-home-{project['id'].replace('-', '')}"
+    assert config["Binds"] == [f"{project['path']}:/workspace", f"{home}:/home/agent"]
     assert "docker.sock" not in host
     labels = json.loads(inspect(cid, "{{json .Config.Labels}}"))
     assert labels == {"agentdock.managed": "true", "agentdock.project": project["id"]}
@@ -233,3 +236,23 @@ async def test_unreachable_engine_is_503(docker_settings: Settings, monkeypatch:
             assert "Docker engine" in response.json()["detail"]
         listed = await client.get("/api/containers")
         assert listed.status_code == 503
+
+
+async def test_the_agents_home_outlives_the_container_until_purged(
+    docker_client: Client, docker_settings: Settings
+) -> None:
+    project = await create_project(docker_client, docker_settings, name="homely")
+    base = f"/api/projects/{project['id']}"
+    cid = (await docker_client.post(f"{base}/container/start")).json()["id"]
+    docker("exec", "-u", "1000:1000", cid, "sh", "-c", "mkdir -p ~/.claude && echo remembered > ~/.claude/state")
+    assert (await docker_client.delete(f"{base}/container")).status_code == 204
+    again = (await docker_client.post(f"{base}/container/start")).json()["id"]
+    assert again != cid
+    assert docker("exec", "-u", "1000:1000", again, "cat", "/home/agent/.claude/state").strip() == "remembered"
+    volume = f"agentdock-home-{project['id'].replace('-', '')}"
+    labels = json.loads(docker("volume", "inspect", "--format", "{{json .Labels}}", volume))
+    assert labels == {"agentdock.managed": "true", "agentdock.project": project["id"]}
+    assert (await docker_client.delete(base, params={"purge": "true"})).status_code == 204
+    assert subprocess.run(["docker", "inspect", again], capture_output=True, check=False).returncode != 0
+    assert subprocess.run(["docker", "volume", "inspect", volume], capture_output=True, check=False).returncode != 0
+    assert not Path(project["path"]).exists()

@@ -34,6 +34,10 @@ class RemoveContainer(Message, frozen=True):
     """Stop and remove the container (the workspace stays)."""
 
 
+class PurgeEnvironment(Message, frozen=True):
+    """The project is being deleted with ``purge``: remove its container and home volume."""
+
+
 ContainerRequest = GetContainer | StartContainer | StopContainer | RestartContainer | RemoveContainer
 
 
@@ -74,6 +78,7 @@ class OpenSession(Message, frozen=True):
     env: dict[str, str] | None = None
     restart: str = "never"
     run_id: UUID | None = None  # opened for a workflow run: refused once that run is over
+    render: str | None = None  # "claude-stream": the output is rendered (agents.stream)
 
 
 class DefaultSession(Message, frozen=True):

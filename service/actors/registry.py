@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -26,7 +27,7 @@ from service.runtimes.docker import DockerRuntime
 from service.runtimes.environment import Environment
 from service.runtimes.factory import Environments
 from service.sessions.children import SessionIndex, SessionSet
-from service.workflows.engine import WorkflowEngine, WorkflowServices
+from service.workflows.engine import AgentEnvironmentOf, WorkflowEngine, WorkflowServices
 
 log = get_logger(__name__)
 
@@ -49,6 +50,7 @@ class SupervisorRegistry:
         self,
         *,
         docker: DockerRuntime,
+        agent_environment: AgentEnvironmentOf,
         store: ProjectStore,
         policy: RestartPolicy,
         workflow_services: WorkflowServices,
@@ -56,6 +58,7 @@ class SupervisorRegistry:
     ) -> None:
         self.workflow_services = workflow_services
         self.docker = docker
+        self.agent_environment = agent_environment
         self.environments = Environments(docker, policy, allow_local=docker.settings.allow_local_runtime)
         self.store = store
         self.policy = policy
@@ -122,7 +125,13 @@ class SupervisorRegistry:
         environment = self._make_environment(project, mailbox)
         children = ProjectChildren(
             environment=environment,
-            sessions=SessionSet(mailbox=mailbox, environment=environment, policy=self.policy, index=self.index),
+            sessions=SessionSet(
+                mailbox=mailbox,
+                environment=environment,
+                policy=self.policy,
+                index=self.index,
+                agent_environment=functools.partial(self.agent_environment, project.id),
+            ),
             workflows=WorkflowEngine(self.workflow_services, mailbox, environment),
         )
         return _Entry(mailbox=mailbox, tracker=RestartTracker(self.supervisor_policy), children=children)

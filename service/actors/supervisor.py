@@ -183,6 +183,8 @@ class ProjectSupervisor:
         match message:
             case m.GetContainer() | m.StartContainer() | m.StopContainer() | m.RestartContainer() | m.RemoveContainer():
                 return Deferred(environment.container(message), "container-request")
+            case m.PurgeEnvironment():
+                return Deferred(environment.purge(), "environment-purge")
             case m.ContainerEvent():
                 return Deferred(environment.on_event(message), "container-event")
             case m.RestartDue(generation=generation):

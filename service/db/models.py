@@ -8,7 +8,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDAuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -42,7 +42,22 @@ class ProjectModel(UUIDAuditBase):
     runtime: Mapped[str | None] = mapped_column(String(16), default=None)
     test_command: Mapped[str] = mapped_column(Text, default="")
     agent_command: Mapped[list[str]] = mapped_column(JSON, default=list)
+    agent: Mapped[str | None] = mapped_column(String(64), default=None)  # a preset's name
     container_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Plain, non-secret environment variables of the project's agents (secrets: ProjectSecretModel).
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+
+
+class ProjectSecretModel(UUIDAuditBase):
+    """One secret of a project: its value encrypted with the service's key (``service.secrets.crypto``),
+    deleted with the project."""
+
+    __tablename__ = "project_secret"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    project_id: Mapped[UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class WorkflowRunModel(UUIDAuditBase):
@@ -77,6 +92,7 @@ class WorkflowStepModel(UUIDAuditBase):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     session_id: Mapped[str | None] = mapped_column(String(36), default=None)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    agent_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     run: Mapped[WorkflowRunModel] = relationship(back_populates="steps")

@@ -10,7 +10,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from service.actors.messages import GetContainer, ProjectChanged, RemoveContainer
+from service.actors.messages import GetContainer, ProjectChanged, PurgeEnvironment, RemoveContainer
 from service.containers.schemas import Container
 from service.errors import Conflict, NotFound
 from service.logs import get_logger
@@ -70,11 +70,18 @@ class ProjectController(Controller):
         projects: NamedDependency[ProjectService],
         app_state: NamedDependency[AppState],
         remove_container: Annotated[bool, QueryParameter(description="also remove the project's container")] = False,
-        purge: Annotated[bool, QueryParameter(description="also delete the workspace directory")] = False,
+        purge: Annotated[
+            bool,
+            QueryParameter(
+                description="also delete the workspace directory, the container and the agent's home volume"
+            ),
+        ] = False,
     ) -> None:
         project = await projects.get_project(project_id)  # 404 before anything is touched
         path = Path(project.path)
-        if remove_container:
+        if purge:  # the container and its home volume go with the workspace
+            await app_state.registry.ask(project_id, PurgeEnvironment(), timeout=120)
+        elif remove_container:
             container = await _container_or_none(app_state, project_id)
             if container is not None:
                 await app_state.registry.ask(project_id, RemoveContainer())

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import msgspec
 
+from service.secrets.schemas import EnvMapping, check_env
+
 NAME_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._-]+$"
 IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"
 DEFAULT_AGENT_COMMAND = ("claude", "-p", "{prompt}")
@@ -63,6 +65,15 @@ OrgName = Annotated[
     ),
 ]
 RuntimeName = Literal["docker", "local"]
+AgentName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="an agent preset of GET /api/agents (e.g. 'claude'); it replaces agent_command in workflow runs",
+    ),
+]
 
 
 class GitHubOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -84,6 +95,11 @@ class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runtime: RuntimeName | None = None
     test_command: Command | None = None
     agent_command: AgentCommand | None = None
+    agent: AgentName | None = None
+    env: EnvMapping = {}
+
+    def __post_init__(self) -> None:
+        check_env(self.env)
 
 
 class ProjectUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +111,12 @@ class ProjectUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runtime: RuntimeName | msgspec.UnsetType | None = msgspec.UNSET
     test_command: Command | msgspec.UnsetType = msgspec.UNSET
     agent_command: AgentCommand | msgspec.UnsetType = msgspec.UNSET
+    agent: AgentName | msgspec.UnsetType | None = msgspec.UNSET
+    env: EnvMapping | msgspec.UnsetType = msgspec.UNSET  # replaces the whole mapping
+
+    def __post_init__(self) -> None:
+        if self.env is not msgspec.UNSET:
+            check_env(self.env)
 
 
 class Project(msgspec.Struct, kw_only=True):
@@ -109,6 +131,8 @@ class Project(msgspec.Struct, kw_only=True):
     runtime: RuntimeName
     test_command: str
     agent_command: list[str]
+    agent: str | None  # a preset of GET /api/agents; null: agent_command is run as it is
+    env: dict[str, str]  # plain settings; secrets are listed by GET /api/projects/{id}/secrets
     created_at: datetime
     updated_at: datetime
     container_id: str | None

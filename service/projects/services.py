@@ -14,6 +14,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 
+from service.agents.presets import get_preset
 from service.db.models import ProjectModel
 from service.errors import AppError, Conflict, Invalid, NotFound
 from service.git import host as git
@@ -57,6 +58,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         template = get_template(data.template)
         source = git.parse_clone_source(data.repo_url) if data.repo_url is not None else None
         check_runtime_allowed(data.runtime, settings)
+        if data.agent is not None:
+            get_preset(data.agent)  # 400 for an unknown preset
         if source is not None and source.local and not settings.allow_local_clone:
             raise Invalid(
                 "repo_url is a path or file:// URL on the service's host, and cloning those is not allowed: "
@@ -93,6 +96,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
                         runtime=data.runtime,
                         test_command=data.test_command if data.test_command is not None else template.test_command,
                         agent_command=list(data.agent_command or DEFAULT_AGENT_COMMAND),
+                        agent=data.agent,
+                        env=dict(data.env),
                     )
                 )
             except BaseException as exc:
@@ -121,6 +126,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
         }
         if "runtime" in changes:
             check_runtime_allowed(changes["runtime"], settings)
+        if changes.get("agent") is not None:
+            get_preset(changes["agent"])
         if "name" in changes and changes["name"] != project.name:
             await self._ensure_name_free(changes["name"])
         for field, value in changes.items():
@@ -251,6 +258,8 @@ def to_schema(project: ProjectModel, settings: Settings) -> Project:
         runtime=project.runtime or settings.runtime,  # type: ignore[arg-type]
         test_command=project.test_command,
         agent_command=list(project.agent_command),
+        agent=project.agent,
+        env=dict(project.env or {}),
         created_at=project.created_at,
         updated_at=project.updated_at,
         container_id=project.container_id,

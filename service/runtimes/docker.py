@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import aiodocker
 import aiohttp
+from aiodocker.volumes import DockerVolume
 
 from service.docker.engine import DockerEngine
 from service.errors import Conflict, NotFound, Unavailable
@@ -27,6 +28,7 @@ PROJECT_LABEL = "agentdock.project"
 AGENT_UID = 1000
 AGENT_GID = 1000
 WORKDIR = "/workspace"
+HOME = "/home/agent"
 # A keep-alive that ends at once on SIGTERM (no trap: sh takes the default action), so
 # `docker stop` does not wait out its grace period.
 KEEPALIVE = ["/bin/sh", "-c", "while :; do sleep 86400; done"]
@@ -77,6 +79,12 @@ def container_name(project: ProjectRef) -> str:
     return f"agentdock-{project.name}-{project.id.hex[:8]}"
 
 
+def home_volume(project: ProjectRef) -> str:
+    """The named volume that holds ``/home/agent`` (``~/.claude``: login, settings, history),
+    so that it outlives the container; only purging the project removes it."""
+    return f"agentdock-home-{project.id.hex}"
+
+
 def state_from_inspect(info: dict[str, Any]) -> ContainerState:
     state = info.get("State", {})
     status = _STATUS.get(state.get("Status", ""), "exited")
@@ -101,7 +109,7 @@ class DockerRuntime:
 
     def container_config(self, project: ProjectRef) -> dict[str, Any]:
         host_config: dict[str, Any] = {
-            "Binds": [f"{project.path}:{WORKDIR}"],
+            "Binds": [f"{project.path}:{WORKDIR}", f"{home_volume(project)}:{HOME}"],
             "Init": True,
             "Privileged": False,
             "CapDrop": ["ALL"],
@@ -158,6 +166,12 @@ class DockerRuntime:
         return [s for s in states if s is not None]
 
     async def create(self, project: ProjectRef) -> ContainerState:
+        labels = {MANAGED_LABEL: "true", PROJECT_LABEL: str(project.id)}
+        async with self.engine.call("a volume create", timeout=60):
+            # Idempotent: an existing volume of that name (a re-created container's) is kept.
+            await self.engine.client.volumes.create(  # type: ignore[no-untyped-call]
+                {"Name": home_volume(project), "Labels": labels}
+            )
         try:
             async with self.engine.call("a container create", timeout=60):
                 container = await self.engine.client.containers.create(
@@ -193,6 +207,18 @@ class DockerRuntime:
         except aiodocker.DockerError as exc:
             if exc.status not in (304, 404):  # already stopped, or gone
                 raise
+
+    async def remove_volume(self, project: ProjectRef) -> bool:
+        """Remove the project's home volume; answers whether there was one."""
+        try:
+            async with self.engine.call("a volume remove", timeout=60):
+                volume = DockerVolume(self.engine.client, home_volume(project))  # type: ignore[no-untyped-call]
+                await volume.delete()  # type: ignore[no-untyped-call]
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise Conflict(f"the volume {home_volume(project)} could not be removed: {exc.message}") from None
+        return True
 
     async def remove(self, container_id: str) -> None:
         try:

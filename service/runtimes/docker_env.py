@@ -22,7 +22,7 @@ from service.containers.schemas import Container, to_container
 from service.errors import AppError, Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.base import ContainerState, ProjectRef
-from service.runtimes.docker import AGENT_UID, DockerRuntime
+from service.runtimes.docker import AGENT_UID, DockerRuntime, home_volume
 from service.runtimes.docker_pty import DockerExecPty
 from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, RunResult
 from service.runtimes.pty import PtyProcess, SpawnSpec
@@ -208,6 +208,19 @@ class DockerEnvironment:
         await self.runtime.remove(container_id)
         await self._set_container_id(None)
         log.info("container.removed", container_id=container_id, source="api")
+
+    async def purge(self) -> None:
+        """The project is deleted with its workspace: its container and home volume go too."""
+        async with self._lock:
+            await self._ensure_adopted()
+            self._deliberate(want_running=False)
+            if self._container_id is not None:
+                container_id = self._container_id
+                await self.runtime.remove(container_id)
+                await self._set_container_id(None)
+                log.info("container.removed", container_id=container_id, source="purge")
+            if await self.runtime.remove_volume(self._project):
+                log.info("environment.volume_removed", volume=home_volume(self._project))
 
     # --- ready for work ----------------------------------------------------------------
 

@@ -115,6 +115,11 @@ class Environment(Protocol):
         """Answer a container request of the API (get, start, stop, restart, remove)."""
         ...
 
+    async def purge(self) -> None:
+        """The project is deleted with its workspace: remove what the environment made for it
+        (docker: the container and the home volume)."""
+        ...
+
     def view(self, state: ContainerState) -> Container:
         """The API view of its container's Docker state, with what the environment knows."""
         ...

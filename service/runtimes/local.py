@@ -67,6 +67,9 @@ class LocalEnvironment:
     def view(self, state: ContainerState) -> Container:
         return to_container(state)
 
+    async def purge(self) -> None:
+        pass
+
     async def on_event(self, event: m.ContainerEvent) -> None:
         pass
 

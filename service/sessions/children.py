@@ -4,16 +4,19 @@ restart policy, and ended only from the supervisor's loop."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Literal
 from uuid import UUID
 
 from service.actors import messages as m
 from service.actors.mailbox import Mailbox
 from service.actors.policy import RestartMode, RestartPolicy, RestartTracker
+from service.agents.stream import make_renderer
 from service.errors import Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.environment import Environment
 from service.runtimes.pty import ExitStatus, PtyProcess, SpawnSpec
+from service.secrets.services import AgentEnvironment
 from service.sessions.session import PtySession
 
 log = get_logger(__name__)
@@ -50,7 +53,9 @@ class SessionSet:
         environment: Environment,
         policy: RestartPolicy,
         index: SessionIndex,
+        agent_environment: Callable[[], Awaitable[AgentEnvironment]] | None = None,
     ) -> None:
+        self.agent_environment = agent_environment
         self.mailbox = mailbox
         self.environment = environment
         self.policy = policy
@@ -70,7 +75,9 @@ class SessionSet:
         if running >= MAX_RUNNING:
             raise Conflict(f"project {project.name!r} already runs {running} sessions (the limit)")
         command = list(msg.command) if msg.command else environment.default_shell
-        env = {**environment.session_env(), **(msg.env or {})}
+        # The operator's env file, the project's env and secrets: only in this exec's environment.
+        agent_env = (await self.agent_environment()).env if self.agent_environment is not None else {}
+        env = {**environment.session_env(), **agent_env, **(msg.env or {})}
         restart: Literal["never", "on-failure"] = "on-failure" if msg.restart == "on-failure" else "never"
         session = PtySession(
             project_id=project.id,
@@ -81,6 +88,7 @@ class SessionSet:
             restart=restart,
             on_exit=self._exited,
             is_default=is_default,
+            renderer=make_renderer(msg.render),
         )
         session.attach_process(await self._spawn(session))
         self._keep(session)

@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
+from service.agents.stream import ClaudeStreamRenderer
 from service.logs import get_logger
 from service.runtimes.pty import ExitStatus, PtyProcess
 from service.sessions.schemas import OutputFrame, Session, SessionState, StatusFrame
@@ -50,6 +51,7 @@ class PtySession:
         scrollback_limit: int = DEFAULT_LIMIT,
         viewer_limit: int = DEFAULT_VIEWER_LIMIT,
         is_default: bool = False,
+        renderer: ClaudeStreamRenderer | None = None,
     ) -> None:
         self.id = uuid4()
         self.project_id = project_id
@@ -59,6 +61,7 @@ class PtySession:
         self.env = env
         self.restart = restart
         self.is_default = is_default
+        self.renderer = renderer  # turns an agent's structured output into readable lines
         self.created_at = datetime.now(UTC)
         self.state: SessionState = "running"
         self.exit_code: int | None = None
@@ -115,6 +118,8 @@ class PtySession:
         self._last_frame_bytes = len(self._pending)
         text = self._decoder.decode(self._pending, final)
         self._pending.clear()
+        if self.renderer is not None:
+            text = self.renderer.feed(text) + (self.renderer.finish() if final else "")
         self._last_flush = time.monotonic()
         if not text:
             return

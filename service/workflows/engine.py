@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
+from service.secrets.services import AgentEnvironment
 from service.sessions.children import SessionSet
 from service.workflows.events import RunEvents
 from service.workflows.runner import Publish, RunExecution
@@ -22,6 +24,10 @@ from service.workflows.schemas import FINISHED, Run
 from service.workflows.store import RunStore
 
 log = get_logger(__name__)
+
+
+# The exec environment of a project's agents (env file, project env, secrets) and its redactor.
+AgentEnvironmentOf = Callable[[UUID], Awaitable[AgentEnvironment]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class WorkflowServices:
     events: RunEvents
     author: Author
     publish: Publish | None = None
+    agent_environment: AgentEnvironmentOf | None = None
 
 
 class WorkflowEngine:
@@ -72,6 +79,7 @@ class WorkflowEngine:
             environment=self.environment,
             author=self.services.author,
             publish=self.services.publish,
+            agent_environment=self.services.agent_environment,
         )
         self.execution = execution
         self.task = asyncio.create_task(execution.execute(), name=f"workflow-run-{run.id}")

@@ -10,7 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from service.actors import messages as m
+from service.agents.presets import agent_argv, get_preset
+from service.agents.stream import AgentReport
 from service.errors import AppError
 from service.git import workspace as workspace_git
 from service.git.host import Author
@@ -18,6 +22,7 @@ from service.logs import get_logger
 from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
 from service.scaffolding.templates import get_template
+from service.secrets.services import AgentEnvironment
 from service.sessions.session import PtySession
 from service.workflows import gates, testrun
 from service.workflows.definitions import StepDefinition, get_workflow, render_prompt
@@ -29,7 +34,6 @@ log = get_logger(__name__)
 
 BLOCKED = re.compile(r"^\s*BLOCKED:\s*(.+?)\s*$", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
-PROMPT_ELEMENT = "{prompt}"
 GIT_TIMEOUT_S = 120.0
 SNAPSHOT_TIMEOUT_S = 120.0
 AGENT_COLS, AGENT_ROWS = 120, 40
@@ -60,7 +64,9 @@ class RunExecution:
         environment: Environment,
         author: Author,
         publish: Publish | None = None,
+        agent_environment: Callable[[UUID], Awaitable[AgentEnvironment]] | None = None,
     ) -> None:
+        self.agent_environment = agent_environment
         self.run_id = run_id
         self.project = project
         self.store = store
@@ -72,6 +78,12 @@ class RunExecution:
         self.cancel_requested = False
         self.session_id: UUID | None = None
         self.log = log.bind(project_id=str(project.id), run_id=str(run_id))
+
+    async def _agent_env(self) -> AgentEnvironment:
+        """The agents' exec environment (env file, project env, secrets), read per attempt."""
+        if self.agent_environment is None:
+            return AgentEnvironment(env={}, secret_values=frozenset())
+        return await self.agent_environment(self.project.id)
 
     async def _save_run(self, change: str, **values: Any) -> Run:
         run = await self.store.update_run(self.run_id, **values)
@@ -139,6 +151,7 @@ class RunExecution:
         # A step that was running when the service stopped re-runs its attempt from the beginning.
         attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
         failure = (record.gate or {}).get("retry_with")
+        conversation: str | None = None  # the agent's own conversation, continued on a retry
         patterns = get_template(settings.template).test_patterns
         snapshots = dict(await self.store.snapshot(self.run_id) or {})
         if "base" not in snapshots:
@@ -154,21 +167,15 @@ class RunExecution:
                 finished_at=None,
             )
             self.log.info("workflow.step.started", step=step.name, attempt=attempt)
+            agent_env = await self._agent_env()
             prompt = render_prompt(
                 task=run.task, step=step, test_command=settings.test_command, attempt=attempt, failure=failure
             )
-            session = await self._open_agent(run, step, attempt, prompt, settings)
+            session = await self._open_agent(run, step, attempt, prompt, settings, conversation=conversation)
             await self._save_step(position, "step.session", session_id=str(session.id))
-            ended = await self._watch(session, run)
-            if ended is not None:
-                await self.ask(m.CloseSession(session_id=session.id), 30)
-                await self._fail_step(position, GateResult(passed=False, reason=ended))
-                raise StepEnded("failed", f"step {step.name}: {ended}")
-            blocked = _blocked_reason(session.output_text())
-            if blocked is not None:
-                await self._fail_step(position, GateResult(passed=False, reason=f"the agent is blocked: {blocked}"))
-                raise StepEnded("blocked", blocked)
-            result = await self._gate(step, settings, patterns, snapshots)
+            ended = await self._agent_ended(session, run, position=position, step=step, attempt=attempt, env=agent_env)
+            conversation = ended or conversation
+            result = await self._gate(step, settings, patterns, snapshots, agent_env)
             if result.passed:
                 if step.gate == "red":
                     snapshots["red"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
@@ -195,17 +202,73 @@ class RunExecution:
             attempt += 1
             record = (await self.store.get(self.run_id)).steps[position]
 
+    async def _agent_ended(
+        self,
+        session: PtySession,
+        run: Run,
+        *,
+        position: int,
+        step: StepDefinition,
+        attempt: int,
+        env: AgentEnvironment,
+    ) -> str | None:
+        """Watch the agent to its end and record its report; the step ends here when it was
+        stopped, could not run, or is blocked. Answers the agent's conversation id, if any."""
+        ended = await self._watch(session, run)
+        report = session.renderer.report if session.renderer is not None else None
+        if report is not None:
+            if report.message:
+                report = msgspec.structs.replace(report, message=env.redact(report.message))
+            await self._save_step(position, "step.reported", agent_report=msgspec.to_builtins(report))
+        if ended is not None:
+            await self.ask(m.CloseSession(session_id=session.id), 30)
+            await self._fail_step(position, GateResult(passed=False, reason=ended))
+            raise StepEnded("failed", f"step {step.name}: {ended}")
+        broken = _agent_failed(session, report)
+        if broken is not None:
+            broken = env.redact(broken)
+            # An agent that cannot run (a missing program, no credentials) fails at once, in
+            # its own words: retrying would only fail the same way.
+            await self._fail_step(position, GateResult(passed=False, reason=broken))
+            self.log.info("workflow.step.agent_failed", step=step.name, attempt=attempt, reason=broken)
+            raise StepEnded("failed", f"step {step.name}: {broken}")
+        blocked = _blocked_reason(session.output_text())
+        if blocked is not None:
+            blocked = env.redact(blocked)
+            await self._fail_step(position, GateResult(passed=False, reason=f"the agent is blocked: {blocked}"))
+            raise StepEnded("blocked", blocked)
+        return report.session_id if report is not None else None
+
     async def _open_agent(
-        self, run: Run, step: StepDefinition, attempt: int, prompt: str, settings: ProjectWorkflowSettings
+        self,
+        run: Run,
+        step: StepDefinition,
+        attempt: int,
+        prompt: str,
+        settings: ProjectWorkflowSettings,
+        *,
+        conversation: str | None,
     ) -> PtySession:
-        argv = [prompt if element == PROMPT_ELEMENT else element for element in settings.agent_command]
+        preset = get_preset(settings.agent) if settings.agent else None
+        command = list(preset.command) if preset is not None else settings.agent_command
+        resume = None
+        if preset is not None and preset.resume and conversation:
+            resume = [conversation if element == "{session}" else element for element in preset.resume]
+        argv = agent_argv(command, prompt, resume=resume)
         env = {
             "AGENTDOCK_RUN_ID": str(run.id),
             "AGENTDOCK_STEP": step.name,
             "AGENTDOCK_ATTEMPT": str(attempt),
             "AGENTDOCK_TASK": run.task,
         }
-        message = m.OpenSession(command=argv, cols=AGENT_COLS, rows=AGENT_ROWS, env=env, run_id=run.id)
+        message = m.OpenSession(
+            command=argv,
+            cols=AGENT_COLS,
+            rows=AGENT_ROWS,
+            env=env,
+            run_id=run.id,
+            render=preset.output if preset is not None else None,
+        )
         session: PtySession = await self.ask(message, 120)
         self.session_id = session.id
         return session
@@ -229,9 +292,16 @@ class RunExecution:
         settings: ProjectWorkflowSettings,
         patterns: tuple[str, ...],
         snapshots: dict[str, dict[str, str]],
+        agent_env: AgentEnvironment,
     ) -> GateResult:
         run = await self.store.get(self.run_id)
-        outcome = await testrun.run_tests(self.environment, settings.test_command, timeout=run.step_timeout_s)
+        outcome = await testrun.run_tests(
+            self.environment,
+            settings.test_command,
+            timeout=run.step_timeout_s,
+            env=agent_env.env,
+            redact=agent_env.redact,
+        )
         after = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
         before = snapshots["base"] if step.gate == "red" else snapshots.get("red", snapshots["base"])
         return gates.judge(step.gate, outcome, before=before, after=after)
@@ -269,6 +339,17 @@ class RunExecution:
             gate={"passed": True, "reason": f"committed {sha[:12]} on {branch}", "branch": branch, "commit": sha},
             finished_at=now(),
         )
+
+
+def _agent_failed(session: PtySession, report: AgentReport | None) -> str | None:
+    """Why the agent's program could not do the step at all, in its own words, if so."""
+    if report is not None and report.is_error:
+        return f"the agent reported an error: {report.message or '(no message)'}"
+    if session.exit_code in (0, None):
+        return None
+    lines = [line.strip() for line in ANSI.sub("", session.output_text()).replace("\r", "").splitlines()]
+    said = " / ".join([line for line in lines if line][-3:])[-1000:]
+    return f"the agent exited with code {session.exit_code}: {said or '(it printed nothing)'}"
 
 
 def _blocked_reason(output: str) -> str | None:

@@ -39,12 +39,23 @@ class GateResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     tests_changed: list[str] | None = None
 
 
+class Usage(msgspec.Struct, kw_only=True):
+    """What the agent reported of its last attempt at a step (Claude's ``result`` event)."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    turns: int | None
+
+
 class Step(msgspec.Struct, kw_only=True):
     name: str
     state: StepState
     attempts: int
     session_id: str | None
     gate: dict[str, Any] | None
+    usage: Usage | None = None
+    agent_message: str | None = None  # the agent's final message, where it reports one
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from service.db.models import ProjectModel, WorkflowRunModel, WorkflowStepModel
 from service.errors import NotFound
 from service.workflows.definitions import WorkflowDefinition
-from service.workflows.schemas import Run, RunCreate, Step
+from service.workflows.schemas import Run, RunCreate, Step, Usage
 
 
 def now() -> datetime:
@@ -42,6 +42,8 @@ def to_run(row: WorkflowRunModel) -> Run:
                 attempts=s.attempts,
                 session_id=s.session_id,
                 gate=s.gate,
+                usage=_usage(s.agent_report),
+                agent_message=(s.agent_report or {}).get("message"),
                 started_at=s.started_at,
                 finished_at=s.finished_at,
             )
@@ -49,6 +51,17 @@ def to_run(row: WorkflowRunModel) -> Run:
         ],
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def _usage(report: dict[str, Any] | None) -> Usage | None:
+    if not report or all(report.get(k) is None for k in ("input_tokens", "output_tokens", "cost_usd", "turns")):
+        return None
+    return Usage(
+        input_tokens=report.get("input_tokens"),
+        output_tokens=report.get("output_tokens"),
+        cost_usd=report.get("cost_usd"),
+        turns=report.get("turns"),
     )
 
 
@@ -151,6 +164,7 @@ class ProjectWorkflowSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     test_command: str
     agent_command: list[str]
+    agent: str | None
     template: str
     github_url: str | None
 
@@ -163,6 +177,7 @@ async def project_workflow_settings(db: SQLAlchemyAsyncConfig, project_id: UUID)
         return ProjectWorkflowSettings(
             test_command=row.test_command,
             agent_command=list(row.agent_command),
+            agent=row.agent,
             template=row.template,
             github_url=row.github_url,
         )

@@ -3,6 +3,8 @@ left behind deciding the result."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from service.errors import AppError
 from service.runtimes.environment import Environment
 from service.workflows.gates import TestOutcome
@@ -20,13 +22,23 @@ exit $c
 """
 
 
-async def run_tests(environment: Environment, test_command: str, *, timeout: float) -> TestOutcome:
-    """Run ``test_command`` with ``sh -c`` in the workspace, inside the project's environment."""
+async def run_tests(
+    environment: Environment,
+    test_command: str,
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    redact: Callable[[str], str] = str,
+) -> TestOutcome:
+    """Run ``test_command`` with ``sh -c`` in the workspace, inside the project's environment,
+    with ``env`` (the agents' settings and secrets) as its exec environment; the output kept
+    is ``redact``-ed (no secret value is stored)."""
+    argv = ["/bin/sh", "-c", GATE_WRAPPER, "agentdock-gate", test_command]
     try:
-        result = await environment.run(["/bin/sh", "-c", GATE_WRAPPER, "agentdock-gate", test_command], timeout=timeout)
+        result = await environment.run(argv, timeout=timeout, env=env)
     except AppError as exc:
-        return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {exc.detail}")
-    tail = result.text[-OUTPUT_TAIL_CHARS:]
+        return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {redact(exc.detail)}")
+    tail = redact(result.text)[-OUTPUT_TAIL_CHARS:]
     if result.timed_out:
         return TestOutcome(exit_code=None, output_tail=f"{tail}\n(timed out after {timeout:g} s)")
     return TestOutcome(exit_code=result.exit_code, output_tail=tail)

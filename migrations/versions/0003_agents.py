@@ -1,0 +1,30 @@
+"""agent presets on projects, agent reports on workflow steps
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-01 06:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("project", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("agent", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("workflow_step", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("agent_report", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("workflow_step", schema=None) as batch_op:
+        batch_op.drop_column("agent_report")
+    with op.batch_alter_table("project", schema=None) as batch_op:
+        batch_op.drop_column("agent")
