@@ -6,15 +6,35 @@
 # - Otherwise Debian's docker.io is installed when dockerd is missing, stale
 #   pid files and sockets left by a killed engine are removed, and
 #   `dockerd --bridge=none --iptables=false --ip-forward=false` is started in
-#   the background. Containers must use network mode `none`.
-# - Images are built locally (no registry is reachable): a debootstrapped
-#   Debian rootfs and a busybox rootfs, each fed to `docker import`.
+#   the background. Its containers get no network but loopback, so
+#   scripts/serve.sh then runs project containers with network mode `none`.
+# - Images are built locally (no image registry is reachable): a
+#   debootstrapped Debian rootfs with Claude Code (the native binary of the
+#   npm package @anthropic-ai/claude-code-linux-x64, at the version pinned in
+#   scripts/claude-code.version) and a busybox rootfs, each fed to
+#   `docker import`. The base image is labelled with its Claude Code version
+#   and rebuilt when the pin (or BASE_REVISION below) changes; it is built
+#   under a temporary tag and retagged only once `claude --version` answers
+#   in it, so the old image serves until then.
 #
 # Runs as root on Debian bookworm. Idempotent: a second run only checks.
+# Concurrent runs wait for each other (a lock), so an image is built once.
 set -euo pipefail
 
 BASE_IMAGE="${AGENTDOCK_IMAGE:-agentdock-base:latest}"
 BUSYBOX_IMAGE="${AGENTDOCK_BUSYBOX_IMAGE:-agentdock-busybox:latest}"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The one place the Claude Code version is pinned (see docs/agents.md).
+CLAUDE_PIN_FILE="$SCRIPT_DIR/claude-code.version"
+CLAUDE_PACKAGE="@anthropic-ai/claude-code-linux-x64"
+# npm pack's tarballs are kept here, so a rebuild downloads nothing.
+CACHE_DIR="${AGENTDOCK_CACHE_DIR:-/var/cache/agentdock}"
+# Bump when the base image's recipe (ensure_base_image) changes: images
+# labelled with another revision are rebuilt.
+BASE_REVISION=2
+LABEL_CLAUDE="agentdock.claude-version"
+LABEL_REVISION="agentdock.base-revision"
+LOCK_FILE="/run/lock/agentdock-docker-up.lock"
 DOCKERD_LOG="/var/log/agentdock-dockerd.log"
 DOCKER_PIDFILE="/var/run/docker.pid"
 # dockerd 20.10 supervises its own containerd and records it here.
@@ -27,6 +47,8 @@ PATH_IN_IMAGE="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 APT_UPDATED=0
 ROOTFS=""
+TMP_IMAGE=""
+CLAUDE_TGZ=""
 
 say() { printf 'docker-up: %s\n' "$*"; }
 die() { printf 'docker-up: error: %s\n' "$*" >&2; exit 1; }
@@ -147,6 +169,7 @@ ensure_engine() {
         local pkgs=(docker.io)
         command -v debootstrap >/dev/null 2>&1 || pkgs+=(debootstrap)
         have_static_busybox || pkgs+=(busybox-static)
+        command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
         apt_install "${pkgs[@]}"
     fi
 
@@ -229,26 +252,132 @@ cleanup_rootfs() {
     rm -rf --one-file-system "$ROOTFS"
     ROOTFS=""
 }
-trap cleanup_rootfs EXIT
 
+# A build that died half-way leaves no temporary tag behind.
+cleanup() {
+    cleanup_rootfs
+    if [[ -n "$TMP_IMAGE" ]]; then
+        docker rmi "$TMP_IMAGE" >/dev/null 2>&1 || true
+        TMP_IMAGE=""
+    fi
+}
+trap cleanup EXIT
+
+# Feed DIR to `docker import` as IMAGE; further arguments are more
+# Dockerfile instructions (`LABEL k=v`, `ENV k=v`) for --change.
 import_rootfs() {
     local dir="$1" image="$2" cmd="$3" path="$4"
+    shift 4
+    local changes=(--change "CMD [\"$cmd\"]" --change "ENV PATH=$path") change
+    for change in "$@"; do
+        changes+=(--change "$change")
+    done
     tar --numeric-owner -C "$dir" -c . |
-        docker import --change "CMD [\"$cmd\"]" --change "ENV PATH=$path" - "$image" >/dev/null
+        docker import "${changes[@]}" - "$image" >/dev/null
+}
+
+image_label() {
+    docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null
+}
+
+# The pinned Claude Code version: the first line of the pin file that is
+# neither blank nor a comment.
+claude_version() {
+    [[ -r "$CLAUDE_PIN_FILE" ]] || die "$CLAUDE_PIN_FILE is missing"
+    local version
+    version="$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$CLAUDE_PIN_FILE" | grep -m1 . || true)"
+    [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] ||
+        die "$CLAUDE_PIN_FILE: no version in it (want e.g. 2.1.332, got '${version}')"
+    printf '%s\n' "$version"
+}
+
+# The version recorded in a packed tarball's package.json, or nothing if the
+# tarball is unreadable.
+tarball_version() {
+    tar -xzOf "$1" package/package.json 2>/dev/null |
+        sed -n 's/^[[:space:]]*"version":[[:space:]]*"\([^"]*\)".*/\1/p' | head -n 1
+}
+
+# Set CLAUDE_TGZ to the npm tarball of the Claude Code VERSION, downloading it
+# with `npm pack` (which checks the registry's integrity hash) unless cached.
+fetch_claude() {
+    local version="$1" name tgz tmp
+    name="anthropic-ai-claude-code-linux-x64-$version.tgz"
+    tgz="$CACHE_DIR/$name"
+    if [[ -s "$tgz" ]]; then
+        if [[ "$(tarball_version "$tgz")" == "$version" ]]; then
+            say "Claude Code $version: using cached $tgz"
+            CLAUDE_TGZ="$tgz"
+            return 0
+        fi
+        say "removing unreadable cached $tgz"
+        rm -f "$tgz"
+    fi
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    mkdir -p "$CACHE_DIR"
+    tmp="$(mktemp -d "$CACHE_DIR/pack.XXXXXX")"
+    say "downloading $CLAUDE_PACKAGE@$version with npm pack (about 190 MB; log: $tmp.log)"
+    # A throw-away npm cache: the tarball is kept once, in CACHE_DIR.
+    if ! (cd "$tmp" && npm pack --pack-destination "$tmp" --cache "$tmp/npm-cache" \
+        --no-audit --no-fund --loglevel=warn "$CLAUDE_PACKAGE@$version") >"$tmp.log" 2>&1; then
+        tail -n 30 "$tmp.log" >&2 || true
+        rm -rf "$tmp"
+        die "npm pack $CLAUDE_PACKAGE@$version failed (log: $tmp.log)"
+    fi
+    [[ -s "$tmp/$name" && "$(tarball_version "$tmp/$name")" == "$version" ]] || {
+        rm -rf "$tmp"
+        die "npm pack did not produce $name for version $version (log: $tmp.log)"
+    }
+    mv "$tmp/$name" "$tgz"
+    rm -rf "$tmp" "$tmp.log"
+    CLAUDE_TGZ="$tgz"
+}
+
+# Keep only the tarball of the pinned version in the cache.
+prune_claude_cache() {
+    local keep="$1" f
+    for f in "$CACHE_DIR"/anthropic-ai-claude-code-linux-x64-*.tgz; do
+        [[ -e "$f" && "$f" != "$keep" ]] || continue
+        say "removing old $f"
+        rm -f "$f"
+    done
+}
+
+# True (and says why) when BASE_IMAGE must be (re)built for Claude Code WANT.
+base_image_stale() {
+    local want="$1" have_claude have_revision
+    if ! image_exists "$BASE_IMAGE"; then
+        say "image $BASE_IMAGE missing"
+        return 0
+    fi
+    have_claude="$(image_label "$BASE_IMAGE" "$LABEL_CLAUDE")"
+    have_revision="$(image_label "$BASE_IMAGE" "$LABEL_REVISION")"
+    if [[ -z "$have_revision" && "$BASE_IMAGE" != "agentdock-base:latest" ]]; then
+        # An operator's own image under AGENTDOCK_IMAGE: never overwritten.
+        say "image $BASE_IMAGE present (not built by this script; left as it is)"
+        return 1
+    fi
+    if [[ "$have_claude" == "$want" && "$have_revision" == "$BASE_REVISION" ]]; then
+        say "image $BASE_IMAGE present (Claude Code $want, revision $BASE_REVISION)"
+        return 1
+    fi
+    say "image $BASE_IMAGE has Claude Code ${have_claude:-none} (revision ${have_revision:-none}); want $want (revision $BASE_REVISION): rebuilding"
+    return 0
 }
 
 ensure_base_image() {
-    if image_exists "$BASE_IMAGE"; then
-        say "image $BASE_IMAGE present"
-        return 0
-    fi
+    local want
+    want="$(claude_version)"
+    base_image_stale "$want" || return 0
+    local started=$SECONDS
+    # First the download, which fails faster than debootstrap.
+    fetch_claude "$want"
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
-    local mirror started
+    local mirror
     mirror="$(debian_mirror)"
     ROOTFS="$(mktemp -d /var/tmp/agentdock-rootfs.XXXXXX)"
-    started=$SECONDS
     say "building $BASE_IMAGE: debootstrap $SUITE from $mirror (about a minute)"
-    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps \
+    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps,ripgrep \
         "$SUITE" "$ROOTFS" "$mirror" >"$ROOTFS.log" 2>&1; then
         tail -n 30 "$ROOTFS.log" >&2 || true
         die "debootstrap failed (full log: $ROOTFS.log)"
@@ -257,10 +386,38 @@ ensure_base_image() {
     groupadd --root "$ROOTFS" --gid 1000 agent
     useradd --root "$ROOTFS" --uid 1000 --gid 1000 --create-home \
         --home-dir /home/agent --shell /bin/bash agent
+    # Claude Code keeps its login, settings and history in ~/.claude.
+    install -d -m 0700 -o 1000 -g 1000 "$ROOTFS/home/agent/.claude"
+    say "installing Claude Code $want as /usr/local/bin/claude"
+    tar -xzOf "$CLAUDE_TGZ" package/claude >"$ROOTFS/usr/local/bin/claude" ||
+        die "could not unpack package/claude from $CLAUDE_TGZ"
+    chown 0:0 "$ROOTFS/usr/local/bin/claude"
+    chmod 0755 "$ROOTFS/usr/local/bin/claude"
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-    import_rootfs "$ROOTFS" "$BASE_IMAGE" /bin/bash "$PATH_IN_IMAGE"
+
+    local old_id=""
+    old_id="$(docker image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)"
+    TMP_IMAGE="agentdock-build:base-$$"
+    say "importing the rootfs as $TMP_IMAGE"
+    # The binary is the pinned one and root's: its self-updater stays off.
+    import_rootfs "$ROOTFS" "$TMP_IMAGE" /bin/bash "$PATH_IN_IMAGE" \
+        "ENV DISABLE_AUTOUPDATER=1" \
+        "LABEL $LABEL_CLAUDE=$want $LABEL_REVISION=$BASE_REVISION"
     cleanup_rootfs
-    say "built $BASE_IMAGE in $((SECONDS - started))s"
+    local answer
+    answer="$(docker run --rm --network none --user 1000 "$TMP_IMAGE" claude --version 2>&1)" ||
+        die "claude --version failed in $TMP_IMAGE: $answer"
+    [[ "$answer" == "$want "* ]] || die "claude --version in $TMP_IMAGE printed '$answer', want $want"
+    docker tag "$TMP_IMAGE" "$BASE_IMAGE"
+    docker rmi "$TMP_IMAGE" >/dev/null
+    TMP_IMAGE=""
+    if [[ -n "$old_id" ]]; then
+        # Containers of the old image (or another tag of it) keep it alive.
+        docker rmi "$old_id" >/dev/null 2>&1 ||
+            say "old image ${old_id#sha256:} kept: a container or another tag still uses it"
+    fi
+    prune_claude_cache "$CLAUDE_TGZ"
+    say "built $BASE_IMAGE in $((SECONDS - started))s ($answer)"
 }
 
 ensure_busybox_image() {
@@ -288,9 +445,22 @@ ensure_busybox_image() {
     say "built $BUSYBOX_IMAGE"
 }
 
+# Concurrent runs (two test runs set up at once) would build every image twice.
+take_lock() {
+    local dir
+    dir="$(dirname "$LOCK_FILE")"
+    [[ -d "$dir" ]] || LOCK_FILE="/tmp/$(basename "$LOCK_FILE")"
+    exec 9>"$LOCK_FILE"
+    if ! flock -n 9; then
+        say "another docker-up.sh runs; waiting for it"
+        flock 9
+    fi
+}
+
 main() {
     [[ "$(id -u)" -eq 0 ]] || die "must run as root"
     local started=$SECONDS
+    take_lock
     ensure_engine
     ensure_base_image
     ensure_busybox_image

@@ -109,6 +109,10 @@ async def test_agents_are_listed_and_a_project_chooses_one(client: Client) -> No
     assert cleared.json()["agent"] is None
     bad = await client.post("/api/projects", json={"name": "badagent", "agent": "nope"})
     assert bad.status_code == 400 and "GET /api/agents" in bad.json()["detail"]
+    # Neither a preset nor a command: the claude preset. A raw command alone: no preset.
+    plain = (await client.post("/api/projects", json={"name": "plain"})).json()
+    raw = (await client.post("/api/projects", json={"name": "raw", "agent_command": ["x", "{prompt}"]})).json()
+    assert (plain["agent"], raw["agent"]) == ("claude", None)
 
 
 # --- runs with a Claude that speaks stream-json (local runtime, a fake `claude` on the PATH) --
@@ -198,3 +202,34 @@ async def test_a_missing_agent_program_fails_the_step_at_once(claude_server: Liv
     assert done["state"] == "failed"
     assert time.monotonic() - began < 30
     assert "no-such-agent-cli" in done["reason"], done["reason"]
+
+
+async def test_the_real_claude_without_credentials_fails_the_first_step_in_seconds(
+    tmp_path: Path, docker_available: None
+) -> None:
+    """The default image's own `claude`, as `agent`, no credentials and no network: the run
+    fails at red within seconds, with Claude's own words as the reason."""
+    from tests.conftest import remove_project_containers
+
+    live = LiveServer(tmp_path / "data", runtime="docker", image="agentdock-base:latest")
+    live.start()
+    try:
+        async with live.client() as client:
+            project = await live.project(client, "realclaude", template="python", agent="claude")
+            await client.post(f"/api/projects/{project['id']}/container/start")
+            began = time.monotonic()
+            run = await start_run(client, project, max_attempts=3)
+            done = await wait_run(client, run["id"], timeout=90)
+            took = time.monotonic() - began
+            red = step(done, "red")
+            async with live.connect(red["session_id"]) as term:
+                await term.until_output("✗ the agent ended with an error")
+    finally:
+        live.stop()
+        await remove_project_containers(live.project_ids)
+    assert done["state"] == "failed", done
+    assert took < 45, took
+    assert "Not logged in" in done["reason"], done["reason"]
+    assert (red["state"], red["attempts"]) == ("failed", 1)
+    assert "Not logged in" in (red["agent_message"] or "")
+    assert '"type":' not in term.output  # rendered, not raw JSON

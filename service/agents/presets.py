@@ -11,6 +11,7 @@ import msgspec
 from service.errors import Invalid
 
 PROMPT = "{prompt}"
+DEFAULT_AGENT = "claude"  # a new project's preset when it names neither a preset nor a command
 Output = Literal["text", "claude-stream"]
 
 

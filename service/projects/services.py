@@ -14,7 +14,7 @@ from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 
-from service.agents.presets import get_preset
+from service.agents.presets import DEFAULT_AGENT, get_preset
 from service.db.models import ProjectModel
 from service.errors import AppError, Conflict, Invalid, NotFound
 from service.git import host as git
@@ -96,7 +96,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
                         runtime=data.runtime,
                         test_command=data.test_command if data.test_command is not None else template.test_command,
                         agent_command=list(data.agent_command or DEFAULT_AGENT_COMMAND),
-                        agent=data.agent,
+                        # Neither given: the claude preset, which streams and reports (not bare `claude -p`).
+                        agent=data.agent if data.agent is not None or data.agent_command else DEFAULT_AGENT,
                         env=dict(data.env),
                     )
                 )
