@@ -23,6 +23,7 @@ from service.docker.engine import DockerEngine
 from service.health.controllers import HealthController
 from service.logs import configure_logging, get_logger
 from service.projects.controllers import ProjectController
+from service.runtimes.build_controllers import EnvironmentController, environment_events
 from service.scaffolding.controllers import TemplateController
 from service.secrets.controllers import ProjectSecretsController
 from service.sessions.controllers import ProjectSessionsController, SessionsController
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
             ProjectController,
             ProjectSecretsController,
             ProjectContainerController,
+            EnvironmentController,
+            environment_events,
             ContainersController,
             TemplateController,
             ProjectSessionsController,

@@ -17,6 +17,7 @@ from service.docker.events import DockerEventsListener
 from service.errors import AppError
 from service.git.host import Author
 from service.logs import get_logger
+from service.runtimes.build import BuildManager
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
 from service.secrets.services import AgentSecrets
 from service.settings import Settings
@@ -33,6 +34,7 @@ class AppState:
 
     __slots__ = (
         "api_token",
+        "builds",
         "db",
         "docker",
         "docker_runtime",
@@ -71,6 +73,7 @@ class AppState:
                 agent_environment=self.secrets.agent_environment,
             ),
         )
+        self.builds = BuildManager(self.docker_runtime, self.registry.store.load)
         self.events = DockerEventsListener(
             docker,
             label=f"{MANAGED_LABEL}=true",
@@ -104,6 +107,7 @@ class AppState:
 
     async def shutdown(self) -> None:
         try:
+            await self.builds.stop()
             await self.events.stop()
             await self.registry.stop_all()
         finally:
