@@ -490,3 +490,67 @@ async def test_a_devcontainer_project_builds(server: LiveServer) -> None:
         events = await _build(server, project)
         assert events[-1]["state"] == "succeeded", events
         assert any("RUN echo ok" in e.get("stream", "") for e in events)
+
+
+# --- the built environment in use: the container, its user, settings and post-create -----------
+
+DEV_DOCKERFILE = """FROM agentdock-busybox:latest
+RUN echo 'dev:x:1001:1001::/home/dev:/bin/sh' >> /etc/passwd && mkdir -p /home/dev && chown 1001 /home/dev \\
+ && echo {marker} > /etc/built-marker
+"""
+
+
+async def test_sessions_run_in_the_built_environment_as_its_user(server: LiveServer) -> None:
+    async with server.client() as client:
+        project = await server.project(client, "own-env")
+        ws = Path(project["path"])
+        (ws / ".devcontainer").mkdir()
+        (ws / ".devcontainer" / "Dockerfile").write_text(DEV_DOCKERFILE.format(marker="first"))
+        (ws / ".devcontainer" / "devcontainer.json").write_text(
+            json.dumps(
+                {
+                    "build": {"dockerfile": "Dockerfile"},
+                    "containerEnv": {"PROJECT_MODE": "devbox"},
+                    "remoteEnv": {"REMOTE_SETTING": "remote-on"},
+                    "remoteUser": "dev",
+                    "postCreateCommand": "id -u > /workspace/.post-created",
+                }
+            )
+        )
+        base = f"/api/projects/{project['id']}"
+        started = await client.post(f"{base}/container/start")
+        assert started.status_code == 200, started.text
+        first = started.json()
+        assert first["image"].startswith(f"agentdock-project-{uuid.UUID(project['id']).hex}:")
+        probe = ["/bin/sh", "-c", 'echo "u=$(id -u) m=$PROJECT_MODE r=$REMOTE_SETTING b=$(cat /etc/built-marker)"']
+        session = await server.session(client, project, command=probe)
+        async with server.connect(session["id"]) as term:
+            await term.until_output("u=1001 m=devbox r=remote-on b=first")
+        assert (ws / ".post-created").read_text().strip() == "1001"  # once, as the devcontainer's user
+
+        # A changed definition is rebuilt when the container starts again: a new image, a new
+        # container (the workspace and the home volume stay).
+        (ws / ".devcontainer" / "Dockerfile").write_text(DEV_DOCKERFILE.format(marker="second"))
+        restarted = await client.post(f"{base}/container/restart")
+        assert restarted.status_code == 200, restarted.text
+        assert restarted.json()["image"] != first["image"]
+        assert restarted.json()["id"] != first["id"]
+        session = await server.session(client, project, command=probe)
+        async with server.connect(session["id"]) as term:
+            await term.until_output("b=second")
+        events = server.events("environment.image_built")
+        assert len([e for e in events if e.get("project_id") == project["id"]]) == 2
+
+
+async def test_a_definition_whose_user_is_root_is_refused(server: LiveServer) -> None:
+    async with server.client() as client:
+        project = await server.project(client, "root-env")
+        ws = Path(project["path"])
+        (ws / "Dockerfile").write_text("FROM agentdock-busybox:latest\nRUN true\n")
+        (ws / ".devcontainer").mkdir()
+        (ws / ".devcontainer" / "devcontainer.json").write_text(
+            json.dumps({"build": {"dockerfile": "../Dockerfile", "context": ".."}, "remoteUser": "root"})
+        )
+        response = await client.post(f"/api/projects/{project['id']}/sessions", json={"command": ["id"]})
+        assert response.status_code in (400, 409), response.text
+        assert "root" in response.json()["detail"]

@@ -107,7 +107,11 @@ class DockerRuntime:
         self.engine = engine
         self.settings = settings
 
-    def container_config(self, project: ProjectRef) -> dict[str, Any]:
+    def container_config(
+        self, project: ProjectRef, *, image: str | None = None, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """``image`` and ``env``: a project's own environment (its built image, its
+        devcontainer ``containerEnv``: settings, never secrets, which go to execs only)."""
         host_config: dict[str, Any] = {
             "Binds": [f"{project.path}:{WORKDIR}", f"{home_volume(project)}:{HOME}"],
             "Init": True,
@@ -123,11 +127,11 @@ class DockerRuntime:
         if self.settings.network:
             host_config["NetworkMode"] = self.settings.network
         return {
-            "Image": project.image,
+            "Image": image or project.image,
             "Cmd": KEEPALIVE,
             "WorkingDir": WORKDIR,
             "Labels": {MANAGED_LABEL: "true", PROJECT_LABEL: str(project.id)},
-            "Env": ["HOME=/home/agent"],
+            "Env": ["HOME=/home/agent", *(f"{k}={v}" for k, v in (env or {}).items())],
             "Tty": False,
             "OpenStdin": False,
             "HostConfig": host_config,
@@ -165,7 +169,9 @@ class DockerRuntime:
         states = await asyncio.gather(*(self.inspect(s.id) for s in summaries))
         return [s for s in states if s is not None]
 
-    async def create(self, project: ProjectRef) -> ContainerState:
+    async def create(
+        self, project: ProjectRef, *, image: str | None = None, env: dict[str, str] | None = None
+    ) -> ContainerState:
         labels = {MANAGED_LABEL: "true", PROJECT_LABEL: str(project.id)}
         async with self.engine.call("a volume create", timeout=60):
             # Idempotent: an existing volume of that name (a re-created container's) is kept.
@@ -175,12 +181,12 @@ class DockerRuntime:
         try:
             async with self.engine.call("a container create", timeout=60):
                 container = await self.engine.client.containers.create(
-                    self.container_config(project), name=container_name(project)
+                    self.container_config(project, image=image, env=env), name=container_name(project)
                 )
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 raise Conflict(
-                    f"the image {project.image!r} is not on the Docker engine: build it "
+                    f"the image {image or project.image!r} is not on the Docker engine: build it "
                     "(the default image with scripts/docker-up.sh) or pull it, or set another image"
                 ) from None
             if exc.status == 409:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -22,6 +23,7 @@ from service.containers.schemas import Container, to_container
 from service.errors import AppError, Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.base import ContainerState, ProjectRef
+from service.runtimes.build import BuildDefinition, BuildProgress, BuildResult, ensure_image, parse_definition
 from service.runtimes.docker import AGENT_UID, DockerRuntime, home_volume
 from service.runtimes.docker_pty import DockerExecPty
 from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, RunResult
@@ -38,11 +40,14 @@ SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l
 # (a workspace made for the local runtime, or an older one). All inside the container: a link
 # the agent made can only point into the container's own file system; -h never follows one.
 CHECK = """
-uid=$(id -u agent 2>/dev/null) || { echo "the image has no user 'agent'"; exit 3; }
-[ "$uid" != 0 ] || { echo "the image's user 'agent' is root (uid 0)"; exit 4; }
-gid=$(id -g agent)
+uid=$(id -u "$1" 2>/dev/null) || { echo "the image has no user '$1'"; exit 3; }
+[ "$uid" != 0 ] || { echo "the image's user '$1' is root (uid 0)"; exit 4; }
+gid=$(id -g "$1")
 [ "$(stat -c %u /workspace)" = "$uid" ] || chown -hR "$uid:$gid" /workspace
 """
+# A devcontainer's postCreateCommand runs once per container, as its user, before any session.
+POST_CREATE_MARKER = "/tmp/.agentdock-post-create-done"  # noqa: S108 - inside the container
+POST_CREATE_TIMEOUT_S = 1800.0
 
 Tell = Callable[[m.Message], Awaitable[None]]
 SaveContainerId = Callable[[str | None], Awaitable[None]]
@@ -69,6 +74,8 @@ class DockerEnvironment:
         self._generation = 0
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # The project's own environment (Dockerfile / devcontainer.json), as last built or read.
+        self.definition: BuildDefinition | None = None
 
     @property
     def project(self) -> ProjectRef:
@@ -146,7 +153,7 @@ class DockerEnvironment:
                     return await self._get()
                 case m.StartContainer():
                     self._deliberate(want_running=True)
-                    return self.view(await self._bring_up())
+                    return self.view(await self._bring_up(rebuild=True))
                 case m.StopContainer():
                     return await self._stop()
                 case m.RestartContainer():
@@ -161,11 +168,25 @@ class DockerEnvironment:
             raise NotFound(f"project {self._project.name!r} has no container yet; start it to create one")
         return self.view(await self.runtime.inspect(self._container_id))
 
-    async def _bring_up(self) -> ContainerState:
-        """Create the container if missing, start it if not running; answer its state."""
+    async def _bring_up(self, *, rebuild: bool = False) -> ContainerState:
+        """Create the container if missing, start it if not running; answer its state. When it
+        starts (or ``rebuild``), the project's own environment is built if its definition
+        changed, and a container of an older image is replaced by one of the new."""
         state = await self.runtime.inspect(self._container_id) if self._container_id else None
+        build = None
+        if state is None or state.status != "running" or rebuild:
+            build = await self._own_image()
+            if build is not None and state is not None and state.image != build.tag:
+                await self.runtime.remove(state.id)
+                log.info("container.removed", container_id=state.id, source="rebuilt", image=build.tag)
+                await self._set_container_id(None)
+                state = None
         if state is None:
-            state = await self.runtime.create(self._project)
+            state = await self.runtime.create(
+                self._project,
+                image=build.tag if build is not None else None,
+                env=build.definition.container_env if build is not None else None,
+            )
             await self._set_container_id(state.id)
             log.info("container.created", container_id=state.id, image=state.image, name=state.name)
         if state.status != "running":
@@ -196,7 +217,7 @@ class DockerEnvironment:
         self._deliberate(want_running=True)
         if self._container_id is not None:
             await self.runtime.stop(self._container_id)
-        state = await self._bring_up()
+        state = await self._bring_up(rebuild=True)
         log.info("container.restarted", container_id=state.id, reason="requested", restart_count=self.tracker.restarts)
         return self.view(state)
 
@@ -240,18 +261,71 @@ class DockerEnvironment:
                 self._deliberate(want_running=True)
             state = await self._bring_up()
             if self._checked != state.id:
+                if self.definition is None:
+                    self.definition = await self._read_definition()
                 await self._check(state.id)
+                await self._post_create(state.id)
                 self._checked = state.id
             return state.id
 
+    async def _own_image(self) -> BuildResult | None:
+        """The image of the project's own environment (built if its digest has none yet), or
+        None where the workspace defines none."""
+        build = await ensure_image(self.runtime, Path(self._project.path), self._project.id, on_event=_quiet)
+        self.definition = build.definition if build is not None else None
+        if build is not None and build.built:
+            log.info("environment.image_built", tag=build.tag, kind=build.definition.kind)
+        return build
+
+    async def _read_definition(self) -> BuildDefinition | None:
+        """For an adopted container: the definition's user and settings (no build)."""
+        try:
+            return await asyncio.to_thread(parse_definition, Path(self._project.path))
+        except AppError as exc:
+            log.warning("environment.definition_unreadable", detail=exc.detail)
+            return None
+
+    @property
+    def user(self) -> str:
+        """Who sessions and commands run as: ``agent``, or the devcontainer's ``remoteUser``."""
+        if self.definition is not None and self.definition.remote_user:
+            return self.definition.remote_user
+        return AGENT_USER
+
+    async def _post_create(self, container_id: str) -> None:
+        command = self.definition.post_create if self.definition is not None else None
+        if not command:
+            return
+        argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+        guarded = ["/bin/sh", "-c", f'test -e {POST_CREATE_MARKER} && exit 0; "$@" && touch {POST_CREATE_MARKER}', "pc"]
+        result = await self.runtime.run(
+            container_id, [*guarded, *argv], user=self.user, timeout=POST_CREATE_TIMEOUT_S, env=self._base_env()
+        )
+        if result.exit_code != 0:
+            raise Conflict(
+                f"the devcontainer's postCreateCommand failed (exit code {result.exit_code}): {result.text[-1000:]}"
+            )
+        log.info("environment.post_created", container_id=container_id)
+
+    def _base_env(self) -> dict[str, str]:
+        env = {"LANG": "C.UTF-8"}
+        if self.user == AGENT_USER:
+            env |= {"HOME": "/home/agent", "USER": AGENT_USER}
+        if self.definition is not None:
+            env |= self.definition.remote_env
+        return env
+
     async def _check(self, container_id: str) -> None:
-        result = await self.runtime.run_plain(container_id, ["/bin/sh", "-c", CHECK], user="0", timeout=600)
+        result = await self.runtime.run_plain(
+            container_id, ["/bin/sh", "-c", CHECK, "agentdock-check", self.user], user="0", timeout=600
+        )
         if result.exit_code == 0:
             return
         if result.exit_code in (3, 4):
             raise Conflict(
-                f"the image {self._project.image!r} is refused: {result.text.strip()}; sessions and commands "
-                f"run as a non-root user 'agent' (uid {AGENT_UID} in the default image)"
+                f"the image of project {self._project.name!r} is refused: {result.text.strip()}; sessions and "
+                f"commands run as a non-root user ('agent', uid {AGENT_UID} in the default image, or the "
+                "devcontainer's remoteUser)"
             )
         raise Conflict(f"the container of project {self._project.name!r} could not be prepared: {result.text[-500:]}")
 
@@ -354,11 +428,11 @@ class DockerEnvironment:
         return list(SHELL)
 
     def session_env(self) -> dict[str, str]:
-        return {**BASE_ENV, "HOME": "/home/agent", "USER": AGENT_USER}
+        return {**BASE_ENV, **self._base_env()}
 
     async def spawn_pty(self, spec: SpawnSpec, *, key: str) -> PtyProcess:
         container_id = await self._running_id()
-        spec = msgspec.structs.replace(spec, user=AGENT_USER)
+        spec = msgspec.structs.replace(spec, user=self.user)
         return await DockerExecPty.spawn(self.runtime, container_id, spec, key=key)
 
     async def run(
@@ -374,9 +448,9 @@ class DockerEnvironment:
         return await self.runtime.run(
             container_id,
             argv,
-            user=AGENT_USER,
+            user=self.user,
             timeout=timeout,
-            env={"HOME": "/home/agent", "USER": AGENT_USER, "LANG": "C.UTF-8", **(env or {})},
+            env={**self._base_env(), **(env or {})},
             output_limit=output_limit,
             stdout=stdout,
         )
@@ -384,3 +458,7 @@ class DockerEnvironment:
     async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:
         result = await self.run(snapshot_argv(patterns), timeout=timeout, output_limit=SNAPSHOT_OUTPUT_LIMIT)
         return snapshot_result(result, timeout)
+
+
+def _quiet(_: BuildProgress) -> None:
+    """A build started by a container's start is logged by its outcome; the build API streams."""
