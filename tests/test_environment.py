@@ -216,3 +216,37 @@ def _spec() -> object:
     from service.runtimes.pty import SpawnSpec
 
     return SpawnSpec(argv=["sh"], cols=80, rows=24, env={})
+
+
+async def test_stdin_is_written_then_closed(environment: Environment, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 800  # 200 KiB, every byte value
+    with (tmp_path / "copy").open("wb") as file:
+        result = await environment.run(["cat"], timeout=30, stdin=data, stdout=BoundedSink(file, limit=1 << 20))
+    assert result.exit_code == 0
+    assert (tmp_path / "copy").read_bytes() == data
+
+
+async def test_output_is_streamed_as_it_comes_from_a_directory(environment: Environment) -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    async def on_output(stream: str, chunk: bytes) -> None:
+        seen.append((stream, chunk))
+
+    result = await environment.run(
+        ["/bin/sh", "-c", "pwd; echo oops >&2; sleep 0.2; echo done"], timeout=30, on_output=on_output, cwd="tests"
+    )
+    assert result.exit_code == 0
+    out = b"".join(chunk for stream, chunk in seen if stream == "stdout").decode()
+    assert out.splitlines()[0].endswith("/tests") and out.splitlines()[-1] == "done"
+    assert b"".join(chunk for stream, chunk in seen if stream == "stderr") == b"oops\n"
+
+
+async def test_a_cancelled_run_ends_its_process_group(environment: Environment) -> None:
+    marker = uuid.uuid4().hex[:10]
+    task = asyncio.create_task(environment.run(["/bin/sh", "-c", f"sleep 300 # {marker}\n wait"], timeout=60))
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    check = await environment.run(["/bin/sh", "-c", "ps -o args 2>/dev/null || ps"], timeout=10)
+    assert "sleep 300" not in check.text

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, PathParameter
 
+from service.api.openapi import errors
 from service.auth import accept_websocket
 from service.runtimes.build import BuildEvent
 from service.state import AppState
@@ -30,7 +31,13 @@ class EnvironmentController(Controller):
     path = "/api/projects/{project_id:uuid}/environment"
     tags = ["environment"]
 
-    @post("/build", summary="Build the project's own environment (Dockerfile or devcontainer.json)", status_code=202)
+    @post(
+        "/build",
+        operation_id="buildEnvironment",
+        summary="Build the project's own environment (Dockerfile or devcontainer.json)",
+        status_code=202,
+        responses=errors(404, 409, 503),
+    )
     async def build(self, project_id: ProjectId, app_state: NamedDependency[AppState]) -> BuildStarted:
         """Starts a build in the background; its progress is on the events socket. 404 for an
         unknown project, 400 where the workspace defines no (valid) environment, 409 while a

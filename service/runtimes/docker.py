@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from service.docker.engine import DockerEngine
 from service.errors import Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.runtimes.base import ContainerState, ContainerStatus, ProjectRef
-from service.runtimes.environment import OUTPUT_LIMIT, BoundedSink, RunResult, TailBuffer
+from service.runtimes.environment import OUTPUT_LIMIT, BoundedSink, OnOutput, RunResult, TailBuffer
 from service.settings import Settings
 
 log = get_logger(__name__)
@@ -244,22 +245,36 @@ class DockerRuntime:
         env: dict[str, str] | None = None,
         output_limit: int = OUTPUT_LIMIT,
         stdout: BoundedSink | None = None,
+        stdin: bytes | None = None,
+        on_output: OnOutput | None = None,
+        cwd: str | None = None,
     ) -> RunResult:
         """Run a command to completion in the container (no TTY) as ``user``, in its own process
-        group; keep a bounded tail of its output. Past ``timeout`` (or past the sink's limit)
-        the group is killed inside the container."""
+        group; keep a bounded tail of its output. Past ``timeout`` (or past the sink's limit),
+        or when the caller is cancelled, the group is killed inside the container."""
         pidfile = f"/tmp/.agentdock-run-{uuid4().hex}.pid"  # noqa: S108 - inside the container
         wrapped = ["/bin/sh", "-c", RUN_WRAPPER, "agentdock-run", pidfile, *argv]
         tail = TailBuffer(output_limit)
         async with self.engine.call("an exec create", timeout=30):
             exec_ = await self.engine.client.containers.container(container_id).exec(
-                wrapped, stdout=True, stderr=True, tty=False, user=user, environment=env, workdir=WORKDIR
+                wrapped,
+                stdout=True,
+                stderr=True,
+                stdin=stdin is not None,
+                tty=False,
+                user=user,
+                environment=env,
+                workdir=posixpath.join(WORKDIR, cwd) if cwd else WORKDIR,
             )
         timed_out = overflowed = False
         try:
             async with asyncio.timeout(timeout):
                 async with exec_.start(detach=False) as stream:
+                    if stdin is not None:
+                        await _send_stdin(stream, stdin)
                     while (message := await stream.read_out()) is not None:
+                        if on_output is not None:
+                            await on_output("stdout" if message.stream == 1 else "stderr", message.data)
                         if stdout is not None and message.stream == 1:
                             if not stdout.write(message.data):
                                 overflowed = True
@@ -268,6 +283,10 @@ class DockerRuntime:
                             tail.add(message.data)
         except TimeoutError:
             timed_out = True
+        except asyncio.CancelledError:
+            # The caller went away (a client that disconnected): the command ends with it.
+            await asyncio.shield(self.end_group(container_id, pidfile, user=user))
+            raise
         except (aiohttp.ClientError, aiodocker.DockerError, OSError) as exc:
             raise Unavailable(f"the command's stream from the container broke: {exc}") from None
         if timed_out or overflowed:
@@ -314,3 +333,14 @@ class DockerRuntime:
                 while (message := await stream.read_out()) is not None:
                     tail.add(message.data)
         return RunResult(exit_code=await self._exit_code(exec_), output=tail.value(), truncated=tail.truncated)
+
+
+async def _send_stdin(stream: Any, data: bytes) -> None:
+    """Write ``data`` to an attached exec's stdin, then half-close it (EOF to the command)
+    while its output is still read. aiodocker's ``close()`` would close both directions."""
+    view = memoryview(data)
+    for start in range(0, len(view), 65536):
+        await stream.write_in(bytes(view[start : start + 65536]))
+    transport = stream._resp.connection.transport if stream._resp and stream._resp.connection else None
+    if transport is not None and transport.can_write_eof():
+        transport.write_eof()

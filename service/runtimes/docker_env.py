@@ -26,7 +26,7 @@ from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.build import BuildDefinition, BuildProgress, BuildResult, ensure_image, parse_definition
 from service.runtimes.docker import AGENT_UID, DockerRuntime, home_volume
 from service.runtimes.docker_pty import DockerExecPty
-from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, RunResult
+from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, OnOutput, RunResult
 from service.runtimes.pty import PtyProcess, SpawnSpec
 from service.runtimes.snapshot import SNAPSHOT_OUTPUT_LIMIT, snapshot_argv, snapshot_result
 
@@ -443,6 +443,9 @@ class DockerEnvironment:
         env: dict[str, str] | None = None,
         output_limit: int = OUTPUT_LIMIT,
         stdout: BoundedSink | None = None,
+        stdin: bytes | None = None,
+        on_output: OnOutput | None = None,
+        cwd: str | None = None,
     ) -> RunResult:
         container_id = await self._running_id()
         return await self.runtime.run(
@@ -453,6 +456,9 @@ class DockerEnvironment:
             env={**self._base_env(), **(env or {})},
             output_limit=output_limit,
             stdout=stdout,
+            stdin=stdin,
+            on_output=on_output,
+            cwd=cwd,
         )
 
     async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:

@@ -13,7 +13,8 @@ environment as a child; nothing else branches on the runtime.
 
 from __future__ import annotations
 
-from typing import IO, Protocol
+from collections.abc import Awaitable, Callable
+from typing import IO, Literal, Protocol
 
 import msgspec
 
@@ -24,6 +25,8 @@ from service.runtimes.pty import PtyProcess, SpawnSpec
 
 # What a command prints is kept as a bounded tail of this many bytes, whatever it prints.
 OUTPUT_LIMIT = 64 * 1024
+# A chunk of a command's output as it comes: which stream, and the bytes (awaited: backpressure).
+OnOutput = Callable[[Literal["stdout", "stderr"], bytes], Awaitable[None]]
 BASE_ENV = {"TERM": "xterm-256color", "COLORTERM": "truecolor", "LANG": "C.UTF-8"}
 
 
@@ -155,12 +158,18 @@ class Environment(Protocol):
         env: dict[str, str] | None = None,
         output_limit: int = OUTPUT_LIMIT,
         stdout: BoundedSink | None = None,
+        stdin: bytes | None = None,
+        on_output: OnOutput | None = None,
+        cwd: str | None = None,
     ) -> RunResult:
         """Run ``argv`` to completion in the workspace (docker: as ``agent``), no TTY.
 
         Its output is kept as a bounded tail; with ``stdout``, standard output goes to that
-        sink instead (bounded too) and the tail holds standard error. Past ``timeout`` the
-        command's process group is killed and the result says ``timed_out``."""
+        sink instead (bounded too) and the tail holds standard error. ``stdin`` is written to
+        the command, then closed. ``on_output`` gets every chunk as it comes. ``cwd`` is a
+        directory inside the environment (default: the workspace). Past ``timeout``, or when
+        the caller is cancelled, the command's process group is killed; a timeout says
+        ``timed_out``."""
         ...
 
     async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:

@@ -19,7 +19,7 @@ from service.actors import messages as m
 from service.containers.schemas import Container, to_container
 from service.errors import Conflict
 from service.runtimes.base import ContainerState, ProjectRef
-from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, RunResult, TailBuffer
+from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, OnOutput, RunResult, TailBuffer
 from service.runtimes.local_pty import LocalPty
 from service.runtimes.pty import PtyProcess, SpawnSpec
 from service.runtimes.snapshot import SNAPSHOT_OUTPUT_LIMIT, snapshot_argv, snapshot_result
@@ -103,17 +103,21 @@ class LocalEnvironment:
         env: dict[str, str] | None = None,
         output_limit: int = OUTPUT_LIMIT,
         stdout: BoundedSink | None = None,
+        stdin: bytes | None = None,
+        on_output: OnOutput | None = None,
+        cwd: str | None = None,
     ) -> RunResult:
         await self.ensure()
         base = {k: v for k, v in os.environ.items() if k in _HOST_ENV_KEYS}
+        separate = stdout is not None or on_output is not None
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=self._project.path,
+                cwd=str(Path(self._project.path) / cwd) if cwd else self._project.path,
                 env={**base, "LANG": "C.UTF-8", **(env or {})},
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE if stdout is not None else asyncio.subprocess.STDOUT,
+                stderr=asyncio.subprocess.PIPE if separate else asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a timeout ends its children too
             )
         except OSError as exc:
@@ -121,10 +125,20 @@ class LocalEnvironment:
         tail = TailBuffer(output_limit)
         overflowed = False
 
+        async def feed() -> None:
+            if process.stdin is None or stdin is None:
+                return
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                process.stdin.write(stdin)
+                await process.stdin.drain()
+            process.stdin.close()
+
         async def pump_stdout() -> None:
             nonlocal overflowed
             assert process.stdout is not None
             while chunk := await process.stdout.read(READ_CHUNK):
+                if on_output is not None:
+                    await on_output("stdout", chunk)
                 if stdout is None:
                     tail.add(chunk)
                 elif not stdout.write(chunk):
@@ -136,11 +150,13 @@ class LocalEnvironment:
             if process.stderr is None:
                 return
             while chunk := await process.stderr.read(READ_CHUNK):
+                if on_output is not None:
+                    await on_output("stderr", chunk)
                 tail.add(chunk)
 
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(pump_stdout(), pump_stderr())
+                await asyncio.gather(feed(), pump_stdout(), pump_stderr())
                 await process.wait()
         except TimeoutError:
             _kill_group(process)
