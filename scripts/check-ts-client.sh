@@ -13,8 +13,10 @@
 # Steps: install the pinned node packages of clients/typescript (`npm ci`, only
 # when node_modules is missing or older than package.json / package-lock.json;
 # node and npm come from apt only when node is missing), generate
-# clients/typescript/schema.d.ts with openapi-typescript, and type-check
-# clients/typescript/usage.ts with `tsc --noEmit --strict`.
+# clients/typescript/schema.d.ts with openapi-typescript and a hey-api client
+# (generated/hey) with @hey-api/openapi-ts, and type-check usage.ts, client.ts
+# (every operation through openapi-fetch, error types included) and hey.ts (the
+# hey-api function names are the operation ids) with `tsc --noEmit --strict`.
 # Prints "ts-client: ok" and exits 0 on success; exits non-zero otherwise.
 set -euo pipefail
 
@@ -85,7 +87,13 @@ rm -f schema.d.ts
 npx --no -- openapi-typescript "$schema" -o schema.d.ts --default-non-nullable false \
   || die "openapi-typescript could not generate schema.d.ts from $schema"
 
-say "type-checking usage.ts against $(basename "$schema")"
-npx --no -- tsc --noEmit --strict -p . || die "usage.ts does not compile against the schema"
+# hey-api names its functions after the operation ids; hey.ts checks that they
+# are the clean ones (listProjects, startContainer, ...).
+rm -rf generated/hey
+npx --no -- openapi-ts -i "$schema" -o generated/hey -c @hey-api/client-fetch --no-log-file --silent \
+  || die "@hey-api/openapi-ts could not generate a client from $schema"
+
+say "type-checking usage.ts, client.ts (openapi-fetch) and hey.ts (hey-api) against $(basename "$schema")"
+npx --no -- tsc --noEmit --strict -p . || die "the TypeScript clients do not compile against the schema"
 
 say "ok"

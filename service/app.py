@@ -12,10 +12,11 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from service import __version__
 from service.agents.controllers import AgentsController
+from service.api.openapi import ContractOpenAPIConfig, operation_id_from_name
 from service.auth import LOCALHOST_ORIGIN, require_token
 from service.containers.controllers import ContainersController, ProjectContainerController
 from service.db.config import database_config
@@ -36,8 +37,25 @@ from service.workflows.controllers import ProjectRunsController, RunsController,
 log = get_logger("service.app")
 
 
+TAGS = [
+    Tag(name="health", description="Whether the service, its database and the Docker engine answer."),
+    Tag(name="projects", description="Projects: a workspace, its settings and its environment."),
+    Tag(name="containers", description="Each project's persistent Docker container, read from Docker."),
+    Tag(name="environment", description="Building a project's own environment image."),
+    Tag(
+        name="sessions",
+        description="Programs under a pseudo-terminal, watched and typed into over WS /api/terminal/{id}.",
+    ),
+    Tag(name="workflows", description="Test-gated workflow runs (tdd: red, green, refactor, commit)."),
+    Tag(name="secrets", description="Write-only per-project secrets, given to the project's processes only."),
+    Tag(name="templates", description="The templates a project is created from."),
+    Tag(name="agents", description="The agent presets a project may choose."),
+]
+
+
 def _openapi_config() -> OpenAPIConfig:
-    return OpenAPIConfig(
+    """Finished by ``ContractOpenAPIConfig``: shared error responses, 401/413 by rule."""
+    return ContractOpenAPIConfig(
         title="agentdock",
         version=__version__,
         description="Persistent development containers, PTY sessions and test-gated agent workflows.",
@@ -48,6 +66,8 @@ def _openapi_config() -> OpenAPIConfig:
             }
         ),
         security=[{"BearerToken": []}],
+        tags=TAGS,
+        operation_id_creator=operation_id_from_name,
         render_plugins=[],
     )
 

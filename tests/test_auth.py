@@ -33,7 +33,7 @@ async def test_missing_or_wrong_token_is_401(app: Litestar, headers: dict[str, s
             assert response.status_code == 401, (method, path, response.text)
             assert "token" in response.json()["detail"]
             assert response.headers["www-authenticate"] == "Bearer"
-        assert (await client.get("/api/projects", headers={"Authorization": f"Bearer {TOKEN}"})).json() == []
+        assert (await client.get("/api/projects", headers={"Authorization": f"Bearer {TOKEN}"})).json()["items"] == []
 
 
 async def test_health_needs_no_token(app: Litestar) -> None:

@@ -104,6 +104,6 @@ async def test_xterm_in_chromium_types_echo_hello_and_follows_a_resize(
     assert screenshot.stat().st_size > 0
 
     async with server.client() as client:
-        sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()
+        sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()["items"]
     (default,) = [s for s in sessions if s["state"] == "running"]
     assert (default["cols"], default["rows"]) == (resized["cols"], resized["rows"])

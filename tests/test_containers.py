@@ -73,7 +73,7 @@ async def test_lifecycle_through_the_api(docker_client: Client, docker_settings:
     assert restarted.json()["status"] == "running"
     assert restarted.json()["id"] == cid
 
-    listed = (await docker_client.get("/api/containers")).json()
+    listed = (await docker_client.get("/api/containers", params={"limit": 500})).json()["items"]
     assert [c["id"] for c in listed if c["project_id"] == pid] == [cid]
 
     removed = await docker_client.delete(f"/api/projects/{pid}/container")
@@ -184,7 +184,11 @@ async def test_new_instance_adopts_the_running_container(docker_settings: Settin
             assert state["status"] == "running"
             started = await second.post(f"/api/projects/{project['id']}/container/start")
             assert started.json()["id"] == cid
-            listed = [c for c in (await second.get("/api/containers")).json() if c["project_id"] == project["id"]]
+            listed = [
+                c
+                for c in (await second.get("/api/containers", params={"limit": 500})).json()["items"]
+                if c["project_id"] == project["id"]
+            ]
             assert len(listed) == 1
         adopted = logs.events("container.adopted")
         assert any(e["container_id"] == cid and e["project_id"] == project["id"] for e in adopted)

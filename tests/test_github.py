@@ -80,7 +80,7 @@ def git_out(path: Path, *args: str) -> str:
 
 
 async def assert_nothing_left(client: Client, settings: Settings, name: str) -> None:
-    assert (await client.get("/api/projects")).json() == []
+    assert (await client.get("/api/projects")).json()["items"] == []
     assert not (settings.workspaces_dir / name).exists()
 
 

@@ -52,7 +52,7 @@ async def test_one_project_too_many_is_409(client: Client, migrated: Settings) -
     assert "AGENTDOCK_MAX_PROJECTS" in response.json()["detail"]
     assert "2" in response.json()["detail"]
     assert not (migrated.workspaces_dir / "three").exists()
-    assert [p["name"] for p in (await client.get("/api/projects")).json()] == ["one", "two"]
+    assert [p["name"] for p in (await client.get("/api/projects")).json()["items"]] == ["one", "two"]
     # Room again once one is gone.
     assert (await client.delete(f"/api/projects/{first['id']}", params={"purge": "true"})).status_code == 204
     await create(client, name="three")
@@ -77,7 +77,7 @@ async def test_one_queued_run_too_many_is_409(client: Client, app: Litestar) -> 
     response = await client.post(f"/api/projects/{busy['id']}/workflow-runs", json=body)
     assert response.status_code == 409, response.text
     assert "AGENTDOCK_MAX_QUEUED_RUNS" in response.json()["detail"]
-    assert len(await state.runs.list_for_project(busy_id)) == 2  # nothing was added
+    assert (await state.runs.page_for_project(busy_id, limit=50, offset=0)).total == 2  # nothing was added
     # Only runs that are still queued count: one that is over makes room.
     await state.runs.update_run(queued[0].id, state="cancelled")
     assert await state.runs.count_in_states(busy_id, ("queued",)) == 1

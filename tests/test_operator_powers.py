@@ -37,7 +37,7 @@ async def test_local_runtime_is_refused_on_create_without_the_setting(client: Cl
     detail = response.json()["detail"]
     assert "AGENTDOCK_ALLOW_LOCAL_RUNTIME" in detail
     assert "local runtime" in detail
-    assert (await client.get("/api/projects")).json() == []
+    assert (await client.get("/api/projects")).json()["items"] == []
     assert nothing_on_disk(migrated, "hostshell")
 
 
@@ -88,7 +88,7 @@ async def test_host_clone_is_refused_without_the_setting(
     detail = response.json()["detail"]
     assert "AGENTDOCK_ALLOW_LOCAL_CLONE" in detail
     assert "host data" not in detail
-    assert (await client.get("/api/projects")).json() == []
+    assert (await client.get("/api/projects")).json()["items"] == []
     assert nothing_on_disk(migrated, "grab")
     assert not migrated.workspaces_dir.exists() or not any(migrated.workspaces_dir.iterdir())
 

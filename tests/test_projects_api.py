@@ -47,8 +47,9 @@ async def test_create_get_list(client: Client, migrated: Settings) -> None:
     await create(client, name="second", template="python", image="busybox:latest", runtime="local")
     listed = await client.get("/api/projects")
     assert listed.status_code == 200
-    assert [p["name"] for p in listed.json()] == ["demo", "second"]
-    second = listed.json()[1]
+    assert listed.json()["total"] == 2
+    assert [p["name"] for p in listed.json()["items"]] == ["demo", "second"]
+    second = listed.json()["items"][1]
     assert second["test_command"].startswith("python3 -m unittest")
     assert second["runtime"] == "local"
     assert second["image"] == "busybox:latest"
@@ -59,7 +60,7 @@ async def test_duplicate_name_is_409_and_keeps_first(client: Client) -> None:
     again = await client.post("/api/projects", json={"name": "dup"})
     assert again.status_code == 409
     assert "already exists" in again.json()["detail"]
-    listed = (await client.get("/api/projects")).json()
+    listed = (await client.get("/api/projects")).json()["items"]
     assert [p["id"] for p in listed] == [first["id"]]
 
 
@@ -169,7 +170,7 @@ async def test_bad_create_bodies_are_4xx_with_detail(client: Client, body: Any, 
     response = await client.post("/api/projects", json=body)
     assert response.status_code in (400, 422), response.text
     assert isinstance(response.json()["detail"], str) and response.json()["detail"]
-    assert (await client.get("/api/projects")).json() == []
+    assert (await client.get("/api/projects")).json()["items"] == []
     assert not (migrated.workspaces_dir / "ok").exists()
 
 

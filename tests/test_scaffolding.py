@@ -86,7 +86,7 @@ def make_bare_repo(root: Path, name: str = "source.git", files: dict[str, str] |
 
 
 async def assert_nothing_left(client: Client, settings: Settings, name: str) -> None:
-    assert (await client.get("/api/projects")).json() == []
+    assert (await client.get("/api/projects")).json()["items"] == []
     assert not (settings.workspaces_dir / name).exists()
 
 
@@ -454,11 +454,11 @@ async def test_a_slow_clone_does_not_hold_up_other_requests(tmp_path: Path, sile
             assert time.monotonic() - started < 3
             assert not slow.done()
             assert quick.status_code == 201, quick.text
-            assert [p["name"] for p in listed.json()] == ["quick"]
+            assert [p["name"] for p in listed.json()["items"]] == ["quick"]
             answer = await slow
             assert answer.status_code == 502, answer.text
             assert "did not finish within 4 s" in answer.json()["detail"]
-            assert [p["name"] for p in (await client.get("/api/projects")).json()] == ["quick"]
+            assert [p["name"] for p in (await client.get("/api/projects")).json()["items"]] == ["quick"]
         assert not (tmp_path / "live" / "workspaces" / "slow").exists()
         assert [e["step"] for e in server.events("project.create_failed")] == ["clone"]
     finally:

@@ -443,7 +443,7 @@ async def test_project_env_round_trip(client: Client) -> None:
     assert other_field.json()["env"] == {"ONLY": "this"}  # left out: unchanged
     cleared = await client.patch(f"/api/projects/{made['id']}", json={"env": {}})
     assert cleared.json()["env"] == {}
-    listed = (await client.get("/api/projects")).json()
+    listed = (await client.get("/api/projects")).json()["items"]
     assert {p["name"]: p["env"] for p in listed} == {"demo": {}, "with-env": {}}
 
 

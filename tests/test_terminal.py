@@ -287,7 +287,7 @@ async def test_project_or_container_id_attaches_the_default_shell(server: LiveSe
             await term.recv()
             await term.type("echo via-project-$((5*5))\n")
             await term.until_output("via-project-25")
-        sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()
+        sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()["items"]
         assert len(sessions) == 1
         if server.runtime == "docker":
             container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
@@ -296,7 +296,7 @@ async def test_project_or_container_id_attaches_the_default_shell(server: LiveSe
                 await term.type("echo via-container\n")
                 await term.until_output("via-container")
                 assert "via-project-25" in term.output  # the same session: its scrollback
-            assert len((await client.get(f"/api/projects/{project['id']}/sessions")).json()) == 1
+            assert (await client.get(f"/api/projects/{project['id']}/sessions")).json()["total"] == 1
 
 
 async def test_bad_session_requests_are_4xx(server: LiveServer) -> None:
@@ -353,7 +353,9 @@ async def test_more_than_a_hundred_docker_sessions_leave_the_engine_reachable(tm
             assert health.status_code == 200, health.text
             container = await client.get(f"/api/projects/{project['id']}/container")
             assert container.status_code == 200
-            sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()
+            sessions = (await client.get(f"/api/projects/{project['id']}/sessions", params={"limit": 500})).json()
+            assert sessions["total"] == 105
+            sessions = sessions["items"]
             assert len(sessions) == 105
             assert (await client.delete(f"/api/sessions/{sessions[0]['id']}")).status_code == 204
     finally:

@@ -219,7 +219,7 @@ async def test_bad_run_requests_are_4xx(server: LiveServer) -> None:
         )
         assert unknown.status_code == 404
         assert (await client.get(f"/api/workflow-runs/{uuid.uuid4()}")).status_code == 404
-        assert (await client.get(base)).json() == []
+        assert (await client.get(base)).json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
         for query, code in ((f"/{uuid.uuid4()}/events?token={TOKEN}", 4404), (f"/{uuid.uuid4()}/events", 4401)):
             async with websockets.connect(f"{server.ws_base}/api/workflow-runs{query}") as ws:
                 with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -13,7 +13,10 @@
  *               "/api/projects/{project_id}" (get, patch, delete),
  *               "/api/templates" (get)
  *   statuses    200 (health, list, get, patch, templates), 201 (post), 204 (delete)
- *   schemas     Project, ProjectCreate, ProjectUpdate, Template
+ *   schemas     Project, ProjectPage, ProjectCreate, ProjectUpdate, Template
+ *
+ * client.ts calls every operation through openapi-fetch; hey.ts checks the
+ * hey-api client's function names.
  */
 import type { components, paths } from "./schema";
 
@@ -60,7 +63,8 @@ export type SchemaChecks = [
   Assert<Equal<CreatedProject, Project>>,
   Assert<Equal<FetchedProject, Project>>,
   Assert<Equal<UpdatedProject, Project>>,
-  Assert<Equal<ProjectList, Project[]>>,
+  Assert<Equal<ProjectList, components["schemas"]["ProjectPage"]>>,
+  Assert<Equal<ProjectList["items"], Project[]>>,
   Assert<Equal<TemplateList, Template[]>>,
   Assert<Equal<ProjectCreate, components["schemas"]["ProjectCreate"]>>,
   Assert<Equal<ProjectUpdate, components["schemas"]["ProjectUpdate"]>>,
@@ -320,9 +324,12 @@ export async function createProject(
   return (await response.json()) as CreatedProject;
 }
 
-/** `GET /api/projects` → 200 Project[]. */
-export async function listProjects(options: ApiOptions): Promise<Project[]> {
-  const response = await send(options, "GET", expand("/api/projects"), [OK]);
+/** `GET /api/projects?limit=&offset=` → 200 a page `{items, total, limit, offset}`. */
+export async function listProjects(
+  options: ApiOptions,
+  query: { limit?: number; offset?: number } = {},
+): Promise<ProjectList> {
+  const response = await send(options, "GET", expand("/api/projects", {}, query), [OK]);
   return (await response.json()) as ProjectList;
 }
 
@@ -370,7 +377,7 @@ export async function demo(options: ApiOptions): Promise<string> {
   const renamed = await updateProject(options, params, renameUpdate);
   const fetched = await getProject(options, { project_id: renamed.id });
   lines.push(describeProject(fetched));
-  for (const project of await listProjects(options)) {
+  for (const project of (await listProjects(options, { limit: 100 })).items) {
     lines.push(project.name);
   }
   await deleteProject(options, params, removeEverything);

@@ -9,6 +9,6 @@ class AgentsController(Controller):
     path = "/api/agents"
     tags = ["agents"]
 
-    @get("/", summary="The agent presets a project may choose")
+    @get("/", operation_id="listAgents", summary="The agent presets a project may choose")
     async def list_agents(self) -> list[Agent]:
         return [Agent(name=p.name, command=list(p.command), description=p.description) for p in PRESETS.values()]

@@ -5,6 +5,7 @@ from uuid import UUID
 
 import msgspec
 
+from service.api.pagination import Page
 from service.runtimes.base import ContainerState, ContainerStatus
 
 
@@ -18,6 +19,10 @@ class Container(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
     restart_count: int = 0
     last_failure: str | None = None
+
+
+class ContainerPage(Page, kw_only=True):
+    items: list[Container]
 
 
 def to_container(

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 
+from service.api.openapi import PublicOperation
 from service.errors import Unavailable
 from service.state import AppState
 
@@ -21,8 +24,11 @@ class DatabaseHealth(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str | None = None
 
 
+HealthStatus = Literal["ok", "degraded"]
+
+
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
-    status: str  # "ok" | "degraded"
+    status: HealthStatus
     runtime: str
     docker: DockerHealth
     database: DatabaseHealth
@@ -36,6 +42,8 @@ class HealthController(Controller):
     @get(
         "/",
         opt={"public": True},
+        operation_id="getHealth",
+        operation_class=PublicOperation,  # security: [] (no token needed)
         summary="Service health",
         description="200 when the database and (for the docker runtime) the Docker engine answer; 503 otherwise.",
         responses={503: ResponseSpec(data_container=Health, description="degraded: the reason says what")},

@@ -11,11 +11,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from service.actors.messages import GetContainer, ProjectChanged, PurgeEnvironment, RemoveContainer
+from service.api.openapi import errors
+from service.api.pagination import DEFAULT_LIMIT, Limit, Offset
 from service.containers.schemas import Container
 from service.errors import Conflict, NotFound
 from service.logs import get_logger
 from service.projects import workspace
-from service.projects.schemas import Project, ProjectCreate, ProjectUpdate
+from service.projects.schemas import Project, ProjectCreate, ProjectPage, ProjectUpdate
 from service.projects.services import ProjectService, to_schema
 from service.state import AppState
 
@@ -29,7 +31,12 @@ class ProjectController(Controller):
     tags = ["projects"]
     dependencies = create_service_dependencies(ProjectService, key="projects")
 
-    @post("/", summary="Create a project")
+    @post(
+        "/",
+        operation_id="createProject",
+        summary="Create a project",
+        responses=errors(409, 502),
+    )
     async def create_project(
         self,
         data: JSONBody[ProjectCreate],
@@ -39,19 +46,25 @@ class ProjectController(Controller):
         project = await projects.create_project(data, app_state.settings)
         return to_schema(project, app_state.settings)
 
-    @get("/", summary="List projects")
+    @get("/", operation_id="listProjects", summary="List projects, oldest first")
     async def list_projects(
-        self, projects: NamedDependency[ProjectService], app_state: NamedDependency[AppState]
-    ) -> list[Project]:
-        return [to_schema(p, app_state.settings) for p in await projects.list_projects()]
+        self,
+        projects: NamedDependency[ProjectService],
+        app_state: NamedDependency[AppState],
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> ProjectPage:
+        rows, total = await projects.page_of_projects(limit=limit, offset=offset)
+        items = [to_schema(p, app_state.settings) for p in rows]
+        return ProjectPage(items=items, total=total, limit=limit, offset=offset)
 
-    @get("/{project_id:uuid}", summary="Get a project")
+    @get("/{project_id:uuid}", operation_id="getProject", summary="Get a project", responses=errors(404))
     async def get_project(
         self, project_id: ProjectId, projects: NamedDependency[ProjectService], app_state: NamedDependency[AppState]
     ) -> Project:
         return to_schema(await projects.get_project(project_id), app_state.settings)
 
-    @patch("/{project_id:uuid}", summary="Update a project")
+    @patch("/{project_id:uuid}", operation_id="updateProject", summary="Update a project", responses=errors(404, 409))
     async def update_project(
         self,
         project_id: ProjectId,
@@ -63,7 +76,7 @@ class ProjectController(Controller):
         app_state.registry.tell(project_id, ProjectChanged())
         return to_schema(project, app_state.settings)
 
-    @delete("/{project_id:uuid}", summary="Delete a project")
+    @delete("/{project_id:uuid}", operation_id="deleteProject", summary="Delete a project", responses=errors(404, 503))
     async def delete_project(
         self,
         project_id: ProjectId,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 
+from service.api.pagination import Page
 from service.secrets.schemas import EnvMapping, check_env
 
 NAME_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9._-]+$"
@@ -136,3 +137,7 @@ class Project(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     container_id: str | None
+
+
+class ProjectPage(Page, kw_only=True):
+    items: list[Project]

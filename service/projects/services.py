@@ -10,9 +10,9 @@ from uuid import UUID, uuid4
 import msgspec
 import structlog
 from advanced_alchemy.exceptions import IntegrityError
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import select
 
 from service.agents.presets import DEFAULT_AGENT, get_preset
 from service.db.models import ProjectModel
@@ -43,9 +43,14 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
             raise NotFound(f"no project with id {project_id}")
         return project
 
-    async def list_projects(self) -> list[ProjectModel]:
-        rows = await self.repository.session.scalars(select(ProjectModel).order_by(ProjectModel.created_at))
-        return list(rows)
+    async def page_of_projects(self, *, limit: int, offset: int) -> tuple[list[ProjectModel], int]:
+        """A page of the projects, oldest first, and the count of all."""
+        rows, total = await self.get_many_and_count(
+            LimitOffset(limit=limit, offset=offset), OrderBy(field_name="created_at", sort_order="asc")
+        )
+        if not rows and offset:  # the count rides on the rows (a window function): none past the end
+            total = await self.count()
+        return list(rows), total
 
     async def _ensure_name_free(self, name: str) -> None:
         if await self.get_one_or_none(name=name) is not None:

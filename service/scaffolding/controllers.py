@@ -10,7 +10,7 @@ class TemplateController(Controller):
     path = "/api/templates"
     tags = ["templates"]
 
-    @get("/", summary="List project templates")
+    @get("/", operation_id="listTemplates", summary="List project templates")
     async def list_templates(self) -> list[Template]:
         """The templates a project can be created from, with their default test command and the
         glob patterns that say which of their files are tests."""

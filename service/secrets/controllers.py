@@ -10,6 +10,7 @@ from litestar import Controller, delete, get, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 
+from service.api.openapi import errors
 from service.secrets.schemas import ENV_NAME_PATTERN, Secret, SecretPut
 from service.secrets.services import SecretService, to_schema
 from service.state import AppState
@@ -29,11 +30,22 @@ class ProjectSecretsController(Controller):
     tags = ["secrets"]
     dependencies = create_service_dependencies(SecretService, key="secrets")
 
-    @get("/", summary="List a project's secrets: names and times, never values")
+    @get(
+        "/",
+        operation_id="listSecrets",
+        summary="List a project's secrets: names and times, never values",
+        responses=errors(404),
+    )
     async def list_secrets(self, project_id: ProjectId, secrets: NamedDependency[SecretService]) -> list[Secret]:
         return [to_schema(row) for row in await secrets.list_secrets(project_id)]
 
-    @put("/{name:str}", status_code=204, summary="Set a secret (write-only)")
+    @put(
+        "/{name:str}",
+        operation_id="setSecret",
+        status_code=204,
+        summary="Set a secret (write-only)",
+        responses=errors(404),
+    )
     async def set_secret(
         self,
         project_id: ProjectId,
@@ -46,7 +58,7 @@ class ProjectSecretsController(Controller):
         environment of the project's sessions, agent steps and gate runs."""
         await secrets.set_secret(project_id, name, data.value, app_state.secrets.box)
 
-    @delete("/{name:str}", summary="Delete a secret")
+    @delete("/{name:str}", operation_id="deleteSecret", responses=errors(404), summary="Delete a secret")
     async def delete_secret(
         self, project_id: ProjectId, name: SecretName, secrets: NamedDependency[SecretService]
     ) -> None:

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import msgspec
 
+from service.api.pagination import Page
+
 SessionState = Literal["running", "exited", "error"]
 Dimension = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -36,6 +38,10 @@ class Session(msgspec.Struct, kw_only=True):
     restart: Literal["never", "on-failure"]
     restart_count: int
     created_at: datetime
+
+
+class SessionPage(Page, kw_only=True):
+    items: list[Session]
 
 
 # --- terminal WebSocket: client → server ----------------------------------------------------

@@ -11,12 +11,14 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, JSONBody, PathParameter
 
 from service.actors import messages as m
+from service.api.openapi import errors
+from service.api.pagination import DEFAULT_LIMIT, Limit, Offset
 from service.auth import accept_websocket
 from service.errors import AppError, Conflict, Invalid
 from service.logs import get_logger
 from service.state import AppState
 from service.workflows.definitions import WORKFLOWS, get_workflow
-from service.workflows.schemas import FINISHED, Run, RunCreate, RunEvent, Workflow
+from service.workflows.schemas import FINISHED, Run, RunCreate, RunEvent, RunPage, Workflow
 
 log = get_logger(__name__)
 
@@ -29,7 +31,7 @@ class WorkflowsController(Controller):
     path = "/api/workflows"
     tags = ["workflows"]
 
-    @get("/", summary="The workflow definitions")
+    @get("/", operation_id="listWorkflows", summary="The workflow definitions")
     async def list_workflows(self) -> list[Workflow]:
         return [Workflow(name=w.name, description=w.description, steps=list(w.steps)) for w in WORKFLOWS.values()]
 
@@ -38,7 +40,12 @@ class ProjectRunsController(Controller):
     path = "/api/projects/{project_id:uuid}/workflow-runs"
     tags = ["workflows"]
 
-    @post("/", summary="Queue a workflow run; one runs at a time per project")
+    @post(
+        "/",
+        operation_id="createWorkflowRun",
+        summary="Queue a workflow run; one runs at a time per project",
+        responses=errors(404, 409, 503),
+    )
     async def create_run(
         self, project_id: ProjectId, data: JSONBody[RunCreate], app_state: NamedDependency[AppState]
     ) -> Run:
@@ -59,21 +66,39 @@ class ProjectRunsController(Controller):
         app_state.registry.tell(project_id, m.StartRuns())
         return run
 
-    @get("/", summary="The project's runs, oldest first")
-    async def list_runs(self, project_id: ProjectId, app_state: NamedDependency[AppState]) -> list[Run]:
+    @get(
+        "/",
+        operation_id="listWorkflowRuns",
+        summary="The project's runs, oldest first",
+        responses=errors(404, 503),
+    )
+    async def list_runs(
+        self,
+        project_id: ProjectId,
+        app_state: NamedDependency[AppState],
+        limit: Limit = DEFAULT_LIMIT,
+        offset: Offset = 0,
+    ) -> RunPage:
+        """Each run as a summary: its steps' states without their gates (``getWorkflowRun`` has them)."""
         await app_state.registry.ensure(project_id)
-        return await app_state.runs.list_for_project(project_id)
+        return await app_state.runs.page_for_project(project_id, limit=limit, offset=offset)
 
 
 class RunsController(Controller):
     path = "/api/workflow-runs"
     tags = ["workflows"]
 
-    @get("/{run_id:uuid}", summary="A run with its steps")
+    @get("/{run_id:uuid}", operation_id="getWorkflowRun", summary="A run with its steps", responses=errors(404))
     async def get_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
         return await app_state.runs.get(run_id)
 
-    @post("/{run_id:uuid}/cancel", summary="Cancel a run (ends its running session)", status_code=200)
+    @post(
+        "/{run_id:uuid}/cancel",
+        operation_id="cancelWorkflowRun",
+        summary="Cancel a run (ends its running session)",
+        status_code=200,
+        responses=errors(404, 503),
+    )
     async def cancel_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
         run = await app_state.runs.get(run_id)
         result: Run = await app_state.registry.ask(run.project_id, m.CancelRun(run_id=run_id), timeout=60)

@@ -150,7 +150,7 @@ class RunExecution:
         record = run.steps[position]
         # A step that was running when the service stopped re-runs its attempt from the beginning.
         attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
-        failure = (record.gate or {}).get("retry_with")
+        failure = record.gate.retry_with if record.gate is not None else None
         conversation: str | None = None  # the agent's own conversation, continued on a retry
         patterns = get_template(settings.template).test_patterns
         snapshots = dict(await self.store.snapshot(self.run_id) or {})

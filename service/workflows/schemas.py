@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 
+from service.api.pagination import Page
 from service.workflows.definitions import StepDefinition
 
 RunState = Literal["queued", "running", "succeeded", "failed", "blocked", "cancelled"]
@@ -39,6 +40,22 @@ class GateResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     tests_changed: list[str] | None = None
 
 
+class Gate(msgspec.Struct, kw_only=True):
+    """What a step's gate found, as recorded on the step (see ``runner._gate_record``): the
+    verdict and its reason, the test command's exit code and output tail, the test files the
+    step changed, the branch and commit of the commit step, and the message a retried attempt
+    was re-prompted with."""
+
+    passed: bool
+    reason: str
+    exit_code: int | None = None
+    output_tail: str | None = None
+    tests_changed: list[str] | None = None
+    branch: str | None = None
+    commit: str | None = None
+    retry_with: str | None = None
+
+
 class Usage(msgspec.Struct, kw_only=True):
     """What the agent reported of its last attempt at a step (Claude's ``result`` event)."""
 
@@ -53,7 +70,7 @@ class Step(msgspec.Struct, kw_only=True):
     state: StepState
     attempts: int
     session_id: str | None
-    gate: dict[str, Any] | None
+    gate: Gate | None
     usage: Usage | None = None
     agent_message: str | None = None  # the agent's final message, where it reports one
     started_at: datetime | None
@@ -76,6 +93,40 @@ class Run(msgspec.Struct, kw_only=True):
     steps: list[Step]
     created_at: datetime
     updated_at: datetime
+
+
+class StepSummary(msgspec.Struct, kw_only=True):
+    """A step in a list of runs: its state, without the gate's output or the agent's message."""
+
+    name: str
+    state: StepState
+    attempts: int
+    session_id: str | None
+    usage: Usage | None = None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunSummary(msgspec.Struct, kw_only=True):
+    """A run in a list: ``GET /api/workflow-runs/{id}`` has the steps' gates in full."""
+
+    id: UUID
+    project_id: UUID
+    workflow: str
+    task: str
+    state: RunState
+    reason: str | None
+    max_attempts: int
+    branch: str | None
+    commit_sha: str | None
+    pull_request_url: str | None
+    steps: list[StepSummary]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunPage(Page, kw_only=True):
+    items: list[RunSummary]
 
 
 class RunEvent(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from service.db.models import ProjectModel, WorkflowRunModel, WorkflowStepModel
 from service.errors import NotFound
 from service.workflows.definitions import WorkflowDefinition
-from service.workflows.schemas import Run, RunCreate, Step, Usage
+from service.workflows.schemas import Gate, Run, RunCreate, RunPage, RunSummary, Step, StepSummary, Usage
 
 
 def now() -> datetime:
@@ -41,9 +41,39 @@ def to_run(row: WorkflowRunModel) -> Run:
                 state=s.state,  # type: ignore[arg-type]
                 attempts=s.attempts,
                 session_id=s.session_id,
-                gate=s.gate,
+                gate=None if s.gate is None else msgspec.convert(s.gate, Gate),
                 usage=_usage(s.agent_report),
                 agent_message=(s.agent_report or {}).get("message"),
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+            )
+            for s in sorted(row.steps, key=lambda s: s.position)
+        ],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def to_summary(row: WorkflowRunModel) -> RunSummary:
+    """A run in a list: its steps' states, without their gates' output."""
+    return RunSummary(
+        id=row.id,
+        project_id=row.project_id,
+        workflow=row.workflow,
+        task=row.task,
+        state=row.state,  # type: ignore[arg-type]
+        reason=row.reason,
+        max_attempts=row.max_attempts,
+        branch=row.branch,
+        commit_sha=row.commit_sha,
+        pull_request_url=row.pull_request_url,
+        steps=[
+            StepSummary(
+                name=s.name,
+                state=s.state,  # type: ignore[arg-type]
+                attempts=s.attempts,
+                session_id=s.session_id,
+                usage=_usage(s.agent_report),
                 started_at=s.started_at,
                 finished_at=s.finished_at,
             )
@@ -96,14 +126,20 @@ class RunStore:
                 raise NotFound(f"no workflow run with id {run_id}")
             return to_run(row)
 
-    async def list_for_project(self, project_id: UUID) -> list[Run]:
+    async def page_for_project(self, project_id: UUID, *, limit: int, offset: int) -> RunPage:
+        """A page of the project's runs, oldest first, as summaries."""
         async with self.db.get_session() as session:
+            total = await session.scalar(
+                select(func.count()).select_from(WorkflowRunModel).where(WorkflowRunModel.project_id == project_id)
+            )
             rows = await session.scalars(
                 select(WorkflowRunModel)
                 .where(WorkflowRunModel.project_id == project_id)
-                .order_by(WorkflowRunModel.created_at)
+                .order_by(WorkflowRunModel.created_at, WorkflowRunModel.id)
+                .limit(limit)
+                .offset(offset)
             )
-            return [to_run(r) for r in rows]
+            return RunPage(items=[to_summary(r) for r in rows], total=int(total or 0), limit=limit, offset=offset)
 
     async def in_states(self, project_id: UUID, states: tuple[str, ...]) -> list[Run]:
         async with self.db.get_session() as session:

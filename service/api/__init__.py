@@ -1,0 +1,1 @@
+"""The published contract: OpenAPI post-processing, shared error responses, pagination."""
