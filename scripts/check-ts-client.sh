@@ -93,7 +93,16 @@ rm -rf generated/hey
 npx --no -- openapi-ts -i "$schema" -o generated/hey -c @hey-api/client-fetch --no-log-file --silent \
   || die "@hey-api/openapi-ts could not generate a client from $schema"
 
-say "type-checking usage.ts, client.ts (openapi-fetch) and hey.ts (hey-api) against $(basename "$schema")"
+# The sockets: types generated from the AsyncAPI document (msgspec's JSON Schemas of the
+# very structs the sockets use), checked by sockets.ts.
+python="${PYTHON:-$root/.venv/bin/python}"
+case "$python" in /*) ;; */*) python="$root/$python" ;; esac
+(cd "$root" && "$python" -m service asyncapi "$client/asyncapi.json") \
+  || die "could not write the AsyncAPI document with $python -m service asyncapi"
+node sockets-gen.mjs asyncapi.json generated/sockets.d.ts \
+  || die "could not generate the socket types from asyncapi.json"
+
+say "type-checking usage.ts, client.ts (openapi-fetch), hey.ts (hey-api) and sockets.ts (AsyncAPI)"
 npx --no -- tsc --noEmit --strict -p . || die "the TypeScript clients do not compile against the schema"
 
 say "ok"

@@ -1,4 +1,4 @@
-"""The ``agentdock`` console script: ``serve``, ``migrate``, ``openapi``."""
+"""The ``agentdock`` console script: ``serve``, ``migrate``, ``openapi``, ``asyncapi``."""
 
 from __future__ import annotations
 
@@ -17,13 +17,23 @@ def _openapi(path: str | None) -> int:
 
     settings = Settings.from_env()
     app = create_app(settings, api_token="schema-only")  # noqa: S106 - no server runs
-    text = json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n"
+    _write(json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n", path)
+    return 0
+
+
+def _asyncapi(path: str | None) -> int:
+    from service.api.asyncapi import asyncapi_document
+
+    _write(json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n", path)
+    return 0
+
+
+def _write(text: str, path: str | None) -> None:
     if path in (None, "-"):
         sys.stdout.write(text)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
-    return 0
 
 
 def _migrate(settings: Settings) -> int:
@@ -74,10 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply pending database migrations")
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema as JSON")
     openapi.add_argument("path", nargs="?", help="output file (stdout when omitted or '-')")
+    asyncapi = commands.add_parser("asyncapi", help="write the AsyncAPI document of the WebSockets as JSON")
+    asyncapi.add_argument("path", nargs="?", help="output file (stdout when omitted or '-')")
     args = parser.parse_args(argv)
     try:
         if args.command == "openapi":
             return _openapi(args.path)
+        if args.command == "asyncapi":
+            return _asyncapi(args.path)
         settings = Settings.from_env()
         if args.command == "migrate":
             return _migrate(settings)

@@ -118,11 +118,18 @@ def test_every_success_response_is_typed(schema: dict[str, Any]) -> None:
             if code == "204":
                 assert "content" not in response, f"{method.upper()} {path}: a 204 with a body"
                 continue
-            body = response.get("content", {}).get("application/json", {}).get("schema")
-            if body is None:
-                problems.append(f"{method.upper()} {path} {code}: no JSON body schema")
-                continue
-            problems += [f"{method.upper()} {path} {code}: {at}" for at in untyped(schema, body, "body", set())]
+            content = response.get("content", {})
+            if not content:
+                problems.append(f"{method.upper()} {path} {code}: no body schema")
+            for media, entry in content.items():
+                body = entry.get("schema")
+                where = f"{method.upper()} {path} {code} {media}"
+                if media == "application/octet-stream":  # a file's bytes: a binary string
+                    if (body or {}).get("type") != "string":
+                        problems.append(f"{where}: not a binary string")
+                    continue
+                # JSON, or NDJSON (each line's schema): typed all the way down.
+                problems += [f"{where}: {at}" for at in untyped(schema, body, "body", set())]
     assert not problems, "\n".join(problems)
 
 

@@ -129,9 +129,9 @@ class RunPage(Page, kw_only=True):
     items: list[RunSummary]
 
 
-class RunEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One event on ``WS /api/workflow-runs/{id}/events``: the run, as it is after a change."""
+class RunEvent(msgspec.Struct, kw_only=True, omit_defaults=True, tag="run", tag_field="type"):
+    """One event on ``WS /api/workflow-runs/{id}/events``: the run, as it is after a change
+    (``"type": "run"`` always, for clients that tell messages apart by it)."""
 
-    type: Literal["run"] = "run"
     change: str
     run: Run

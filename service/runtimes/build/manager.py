@@ -36,10 +36,9 @@ EVENT_QUEUE_LIMIT = 1000
 LoadProject = Callable[[UUID], Awaitable[ProjectRef | None]]
 
 
-class BuildEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One line of ``WS /api/projects/{id}/environment/events``."""
+class BuildEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="build", tag_field="type"):
+    """One line of ``WS /api/projects/{id}/environment/events`` (``"type": "build"`` always)."""
 
-    type: Literal["build"] = "build"
     build_id: UUID
     state: BuildState
     stream: str | None = None
