@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from service import __version__
 from service.agents.controllers import AgentsController
+from service.api.asyncapi import asyncapi_schema
 from service.api.openapi import ContractOpenAPIConfig, operation_id_from_name
 from service.auth import LOCALHOST_ORIGIN, require_token
 from service.containers.controllers import ContainersController, ProjectContainerController
@@ -33,6 +34,7 @@ from service.state import AppState, provide_app_state
 from service.terminal.websocket import terminal
 from service.web import EXCEPTION_HANDLERS, RequestContextMiddleware
 from service.workflows.controllers import ProjectRunsController, RunsController, WorkflowsController, run_events
+from service.workspace.controllers import ProjectExecController, ProjectFilesController
 
 log = get_logger("service.app")
 
@@ -50,6 +52,7 @@ TAGS = [
     Tag(name="secrets", description="Write-only per-project secrets, given to the project's processes only."),
     Tag(name="templates", description="The templates a project is created from."),
     Tag(name="agents", description="The agent presets a project may choose."),
+    Tag(name="workspace", description="A project's files and one-off commands, done inside its environment."),
 ]
 
 
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
     return Litestar(
         route_handlers=[
             HealthController,
+            asyncapi_schema,
             AgentsController,
             ProjectController,
             ProjectSecretsController,
@@ -133,6 +137,8 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
             ProjectRunsController,
             RunsController,
             run_events,
+            ProjectFilesController,
+            ProjectExecController,
         ],
         plugins=[SQLAlchemyPlugin(config=db)],
         dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},

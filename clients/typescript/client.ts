@@ -126,5 +126,27 @@ export async function everyOperation(projectId: string): Promise<string[]> {
   out.push(fetched.data?.state ?? "", reason(fetched.error));
   const cancelled = await api.POST("/api/workflow-runs/{run_id}/cancel", byRun);
   out.push(cancelled.data?.state ?? "", reason(cancelled.error));
+
+  // the workspace: files (through the project's environment) and exec
+  const at = (path: string) => ({ params: { path: { project_id: projectId }, query: { path } } });
+  const listing = await api.GET("/api/projects/{project_id}/files/listing", at("src"));
+  const entries: Schemas["DirectoryListing"] | undefined = listing.data;
+  out.push(entries?.entries[0]?.type ?? "", reason(listing.error));
+  const file = await api.GET("/api/projects/{project_id}/files", { ...at("README.md"), parseAs: "blob" });
+  out.push(String(file.response.status), reason(file.error));
+  const written = await api.PUT("/api/projects/{project_id}/files", {
+    ...at("notes.txt"),
+    body: "hello" as never,
+    bodySerializer: (body: unknown) => body as string,
+  });
+  out.push(String(written.response.status), reason(written.error));
+  const deletedFile = await api.DELETE("/api/projects/{project_id}/files", at("notes.txt"));
+  out.push(String(deletedFile.response.status), reason(deletedFile.error));
+  const exec = await api.POST("/api/projects/{project_id}/exec", {
+    ...project,
+    body: { command: ["ls", "-la"], timeout_s: 10 },
+    parseAs: "stream",
+  });
+  out.push(String(exec.response.status), reason(exec.error));
   return out;
 }

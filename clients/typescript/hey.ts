@@ -37,7 +37,12 @@ type Expected =
   | "createWorkflowRun"
   | "listWorkflowRuns"
   | "getWorkflowRun"
-  | "cancelWorkflowRun";
+  | "cancelWorkflowRun"
+  | "listFiles"
+  | "readFile"
+  | "writeFile"
+  | "deleteFile"
+  | "execCommand";
 
 type Functions = {
   [K in keyof typeof sdk]: (typeof sdk)[K] extends (...args: never[]) => unknown ? K : never;

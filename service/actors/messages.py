@@ -126,6 +126,40 @@ class RunFinished(Message, frozen=True):
     run_id: UUID
 
 
+# --- the workspace: files and exec (done inside the environment) -----------------------
+
+
+class ReadPath(Message, frozen=True):
+    """List a directory or read a file; answers a ``DirectoryListing`` or the file's bytes."""
+
+    path: str
+
+
+class WriteFile(Message, frozen=True):
+    """Write a file (parents created)."""
+
+    path: str
+    data: bytes
+
+
+class DeleteFile(Message, frozen=True):
+    """Remove a file (a link: the link itself)."""
+
+    path: str
+
+
+class Exec(Message, frozen=True):
+    """Run a command to completion, streaming its output into ``channel`` (an
+    ``ExecChannel`` made by the controller, read while the ask is pending)."""
+
+    argv: list[str]
+    shown: str  # what is logged of the command: its program only (arguments may hold secrets)
+    cwd: str
+    env: dict[str, str]
+    timeout_s: float
+    channel: object
+
+
 # --- the supervisor itself --------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
 from service.sessions.children import SessionSet
 from service.workflows.engine import WorkflowEngine
+from service.workspace import commands, files
 
 log = get_logger(__name__)
 
@@ -211,6 +212,14 @@ class ProjectSupervisor:
                 return await self.workflows.kick(self.project)
             case m.CancelRun(run_id=run_id):
                 return Deferred(self.workflows.cancel(run_id, self.sessions), "run-cancel")
+            case m.ReadPath(path=path):
+                return Deferred(files.read_path(environment, path), "files-read")
+            case m.WriteFile(path=path, data=data):
+                return Deferred(files.write_file(environment, path, data), "files-write")
+            case m.DeleteFile(path=path):
+                return Deferred(files.delete_file(environment, path), "files-delete")
+            case m.Exec():
+                return Deferred(commands.run_exec(environment, message), "exec")
             case m.ChildFailed(what=what, error=error):
                 raise ChildCrashed(f"{what}: {error}")
         raise TypeError(f"unknown message {type(message).__name__}")
