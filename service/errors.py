@@ -20,6 +20,11 @@ class AppError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def body_extra(self) -> dict[str, object]:
+        """Fields an error adds to its body beside ``detail`` (e.g. a merge's conflicts)."""
+        return {}
+
 
 class Invalid(AppError):
     status_code = 400

@@ -60,7 +60,9 @@ class RequestContextMiddleware:
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return Response(
-        {"status_code": exc.status_code, "detail": exc.detail}, status_code=exc.status_code, headers=headers
+        {"status_code": exc.status_code, "detail": exc.detail, **exc.body_extra},
+        status_code=exc.status_code,
+        headers=headers,
     )
 
 

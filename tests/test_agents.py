@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 from service.agents.presets import PRESETS, agent_argv
 from service.agents.stream import ClaudeStreamRenderer
 from tests.live import LiveServer
-from tests.test_workflows import start_run, step, wait_run
+from tests.test_workflows import start_run, step, wait_run, worktree
 
 Client = AsyncTestClient[Litestar]
 HERE = Path(__file__).parent
@@ -154,7 +154,7 @@ async def test_a_claude_run_shows_readable_progress_and_records_usage(claude_ser
     assert "● claude · model claude-test" in term.output
     assert "→ Write(" in term.output
     assert '"type": "assistant"' not in term.output
-    argv = json.loads((Path(project["path"]) / ".agent-prompts" / "red-1.json").read_text())
+    argv = json.loads((worktree(project, run) / ".agent-prompts" / "red-1.json").read_text())
     assert "--resume" not in argv and argv[-1].startswith("Task: add double(x)")
 
 
@@ -168,7 +168,7 @@ async def test_a_retry_resumes_the_agents_conversation(claude_server: LiveServer
         done = await wait_run(client, run["id"])
     assert done["state"] == "succeeded", done
     assert step(done, "red")["attempts"] == 2
-    prompts = Path(project["path"]) / ".agent-prompts"
+    prompts = worktree(project, run) / ".agent-prompts"
     first, second = (json.loads((prompts / f"red-{n}.json").read_text()) for n in (1, 2))
     assert "--resume" not in first
     conversation = second[second.index("--resume") + 1]

@@ -39,7 +39,7 @@ from tests import fake_agent, hostile_agent
 from tests.conftest import remove_project_containers
 from tests.github_double import GitHubDouble
 from tests.live import LiveServer
-from tests.test_workflows import start_run
+from tests.test_workflows import start_run, worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -326,6 +326,11 @@ class TrappedRun:
     def workspace(self) -> Path:
         return Path(self.project["path"])
 
+    @property
+    def worktree(self) -> Path:
+        """Where the run (and so the agent) worked: its own git worktree in the workspace."""
+        return worktree(self.project, self.run)
+
 
 @pytest.fixture(scope="module")
 def trapped(server: LiveServer, host_file: Path) -> Iterator[TrappedRun]:
@@ -348,19 +353,21 @@ async def _trapped_run(server: LiveServer, host_file: Path, markers: Path) -> Tr
             await client.get(f"/api/projects/{project['id']}")
         await asyncio.sleep(1)
         rss_base, threads_base = server.rss_kib(), threads_of(server.pid)
-        probe = FifoProbe(Path(project["path"]) / hostile_agent.FIFO)
+        probe: FifoProbe | None = None
         watch = Watch(server)
         stop = asyncio.Event()
         sampler = asyncio.create_task(watch.sample(stop))
         began = time.monotonic()
         try:
             run = await start_run(client, project)
+            probe = FifoProbe(worktree(project, run) / hostile_agent.FIFO)
             done = await wait_run(client, run["id"])
         finally:
             elapsed = time.monotonic() - began
             stop.set()
             await sampler
-            probe.stop()
+            if probe is not None:
+                probe.stop()
         after = [await health_latency(server.base) for _ in range(5)]
         await asyncio.sleep(1)
         found = markers_in(markers)  # before this test itself runs any git on the workspace
@@ -377,7 +384,7 @@ async def _trapped_run(server: LiveServer, host_file: Path, markers: Path) -> Tr
             after_latencies=after,
             rss_after_kib=server.rss_kib(),
             threads_after=threads_of(server.pid),
-            fifo_opened_at=probe.opened_at,
+            fifo_opened_at=probe.opened_at if probe is not None else [],
             host_file_stat=host,
             host_file_text=host_file.read_text(),
             host_dir_owners={(p.lstat().st_uid, p.lstat().st_gid) for p in host_file.parent.iterdir()},
@@ -580,16 +587,16 @@ def test_control_the_workspace_traps_are_armed(
 ) -> None:
     """What the service used to do, done on the host to a copy of the workspace: every trap
     fires. Then the markers go, so that they count for nothing else."""
-    workspace = trapped.workspace
+    workspace, work = trapped.workspace, trapped.worktree
     # The swapper is still at it (one process since the red step, so through the commit too).
-    state_path = workspace / hostile_agent.SWAPPER_STATE
+    state_path = work / hostile_agent.SWAPPER_STATE
     state = json.loads(state_path.read_text())
     assert state["target"] == str(host_file.parent)
     seen = set()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and seen != {"dir", "link"}:
         for i in range(hostile_agent.SWAP_COUNT):
-            swapped = workspace / hostile_agent.SWAP_DIR / f"d{i:02d}"
+            swapped = work / hostile_agent.SWAP_DIR / f"d{i:02d}"
             with contextlib.suppress(OSError):
                 if swapped.is_symlink() and os.readlink(swapped) == str(host_file.parent):
                     seen.add("link")
@@ -598,18 +605,18 @@ def test_control_the_workspace_traps_are_armed(
         time.sleep(0.001)
     assert seen == {"dir", "link"}, f"the swapper left in the container is not swapping (seen: {seen})"
     assert json.loads(state_path.read_text())["pid"] == state["pid"]
-    (workspace / hostile_agent.SWAPPER_STOP).touch()
+    (work / hostile_agent.SWAPPER_STOP).touch()
     deadline = time.monotonic() + 10
     while not json.loads(state_path.read_text()).get("stopped"):
         assert time.monotonic() < deadline, "the swapper did not stop"
         time.sleep(0.1)
 
     # The snapshot's traps are in place: a FIFO and links, never regular files.
-    assert stat.S_ISFIFO(os.lstat(workspace / hostile_agent.FIFO).st_mode)
-    assert stat.S_ISLNK(os.lstat(workspace / hostile_agent.ZERO_LINK).st_mode)
-    assert os.readlink(workspace / hostile_agent.ZERO_LINK) == "/dev/zero"
-    assert os.readlink(workspace / hostile_agent.HOST_LINK) == str(host_file)
-    assert (workspace / hostile_agent.FLOOD_TEST).is_file()
+    assert stat.S_ISFIFO(os.lstat(work / hostile_agent.FIFO).st_mode)
+    assert stat.S_ISLNK(os.lstat(work / hostile_agent.ZERO_LINK).st_mode)
+    assert os.readlink(work / hostile_agent.ZERO_LINK) == "/dev/zero"
+    assert os.readlink(work / hostile_agent.HOST_LINK) == str(host_file)
+    assert (work / hostile_agent.FLOOD_TEST).is_file()
 
     markers = trapped.markers
     clear(markers)
@@ -782,7 +789,7 @@ def test_stale_bytecode_does_not_pass_the_refactor_gate(server: LiveServer) -> N
     assert "63 != 42" in refactor["gate"]["output_tail"]  # the broken code itself was judged
     assert done["branch"] is None
 
-    workspace = Path(project["path"])
+    workspace = worktree(project, done)
     # The control: the trap is armed. The cache holds the good code, stamped with the broken
     # file's size and modification time, and Python run there without a fresh prefix uses it.
     source = os.lstat(workspace / "feature.py")
@@ -793,8 +800,9 @@ def test_stale_bytecode_does_not_pass_the_refactor_gate(server: LiveServer) -> N
     assert int.from_bytes(header[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
     assert int.from_bytes(header[12:16], "little") == source.st_size
     command = " ".join(hostile_agent.TEST_COMMAND[1:])
-    stale = docker_exec(container["id"], f"python3 {command}")
-    fresh = docker_exec(container["id"], f'PYTHONPYCACHEPREFIX="$(mktemp -d)" python3 {command}')
+    there = f"cd .agentdock/worktrees/{done['id']} && "
+    stale = docker_exec(container["id"], f"{there}python3 {command}")
+    fresh = docker_exec(container["id"], f'{there}PYTHONPYCACHEPREFIX="$(mktemp -d)" python3 {command}')
     assert (stale.returncode, fresh.returncode) == (0, 1), (stale.stdout[-2000:], fresh.stdout[-2000:])
 
 

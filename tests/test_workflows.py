@@ -87,6 +87,11 @@ async def wait_run(
         await asyncio.sleep(0.2)
 
 
+def worktree(project: dict[str, Any], run: dict[str, Any]) -> Path:
+    """Where the run works: its own git worktree inside the workspace."""
+    return Path(project["path"]) / ".agentdock" / "worktrees" / run["id"]
+
+
 def step(run: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in run["steps"] if s["name"] == name)
 
@@ -138,7 +143,7 @@ async def test_red_tests_that_already_pass_fail_the_gate_and_are_retried(server:
     assert done["state"] == "succeeded", done
     red = step(done, "red")
     assert red["attempts"] == 2
-    retry_prompt = (Path(project["path"]) / ".agent-prompts" / "red-2.txt").read_text()
+    retry_prompt = (worktree(project, run) / ".agent-prompts" / "red-2.txt").read_text()
     assert "the tests pass already" in retry_prompt
     assert "Attempt 2" in retry_prompt
     assert any(e.get("run_id") == run["id"] for e in server.events("workflow.step.retried"))

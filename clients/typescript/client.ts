@@ -127,6 +127,18 @@ export async function everyOperation(projectId: string): Promise<string[]> {
   const cancelled = await api.POST("/api/workflow-runs/{run_id}/cancel", byRun);
   out.push(cancelled.data?.state ?? "", reason(cancelled.error));
 
+  // the review loop
+  const diff = await api.GET("/api/workflow-runs/{run_id}/diff", {
+    params: { path: { run_id: full?.id ?? "" }, query: { limit: 20, offset: 0 } },
+  });
+  const runDiff: Schemas["RunDiff"] | undefined = diff.data;
+  out.push(runDiff?.files[0]?.path ?? "", runDiff?.patch ?? "", reason(diff.error));
+  const merged = await api.POST("/api/workflow-runs/{run_id}/merge", byRun);
+  const conflicts: string[] | undefined = merged.error && "conflicts" in merged.error ? merged.error.conflicts : [];
+  out.push(merged.data?.review ?? "", String(conflicts?.length), merged.error?.detail ?? "");
+  const discarded = await api.POST("/api/workflow-runs/{run_id}/discard", byRun);
+  out.push(discarded.data?.review ?? "", reason(discarded.error));
+
   // the workspace: files (through the project's environment) and exec
   const at = (path: string) => ({ params: { path: { project_id: projectId }, query: { path } } });
   const listing = await api.GET("/api/projects/{project_id}/files/listing", at("src"));

@@ -79,6 +79,7 @@ class OpenSession(Message, frozen=True):
     restart: str = "never"
     run_id: UUID | None = None  # opened for a workflow run: refused once that run is over
     render: str | None = None  # "claude-stream": the output is rendered (agents.stream)
+    cwd: str | None = None  # a directory of the workspace (a run's worktree)
 
 
 class DefaultSession(Message, frozen=True):
@@ -123,6 +124,26 @@ class CancelRun(Message, frozen=True):
 
 
 class RunFinished(Message, frozen=True):
+    run_id: UUID
+
+
+class DiffRun(Message, frozen=True):
+    """A finished run's branch against its base; answers a ``RunDiff``."""
+
+    run_id: UUID
+    limit: int = 100
+    offset: int = 0
+
+
+class MergeRun(Message, frozen=True):
+    """Merge a succeeded run's branch into the branch it started from; answers the ``Run``."""
+
+    run_id: UUID
+
+
+class DiscardRun(Message, frozen=True):
+    """Delete a finished run's branch and worktree; answers the ``Run``."""
+
     run_id: UUID
 
 

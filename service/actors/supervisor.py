@@ -210,6 +210,12 @@ class ProjectSupervisor:
                 return Deferred(self.sessions.on_restart_due(message), "session-restart")
             case m.StartRuns() | m.RunFinished():
                 return await self.workflows.kick(self.project)
+            case m.DiffRun(run_id=run_id, limit=limit, offset=offset):
+                return Deferred(self.workflows.diff(run_id, limit=limit, offset=offset), "run-diff")
+            case m.MergeRun(run_id=run_id):
+                return Deferred(self.workflows.merge(run_id), "run-merge")
+            case m.DiscardRun(run_id=run_id):
+                return Deferred(self.workflows.discard(run_id), "run-discard")
             case m.CancelRun(run_id=run_id):
                 return Deferred(self.workflows.cancel(run_id, self.sessions), "run-cancel")
             case m.ReadPath(path=path):

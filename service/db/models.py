@@ -43,6 +43,8 @@ class ProjectModel(UUIDAuditBase):
     test_command: Mapped[str] = mapped_column(Text, default="")
     agent_command: Mapped[list[str]] = mapped_column(JSON, default=list)
     agent: Mapped[str | None] = mapped_column(String(64), default=None)  # a preset's name
+    parallel_runs: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    test_patterns: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: the template's
     container_id: Mapped[str | None] = mapped_column(String(64), default=None)
     # Plain, non-secret environment variables of the project's agents (secrets: ProjectSecretModel).
     env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
@@ -76,6 +78,9 @@ class WorkflowRunModel(UUIDAuditBase):
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
     pull_request_url: Mapped[str | None] = mapped_column(Text, default=None)
     test_snapshot: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON, default=None)
+    review: Mapped[str] = mapped_column(String(16), default="unreviewed", server_default="unreviewed")
+    worktree: Mapped[str | None] = mapped_column(Text, default=None)  # relative to the workspace
+    base_branch: Mapped[str | None] = mapped_column(String(255), default=None)
     steps: Mapped[list[WorkflowStepModel]] = relationship(
         back_populates="run", order_by="WorkflowStepModel.position", cascade="all, delete-orphan", lazy="selectin"
     )

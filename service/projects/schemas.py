@@ -86,6 +86,24 @@ class GitHubOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     org: OrgName | None = None
 
 
+ParallelRuns = Annotated[
+    int, msgspec.Meta(ge=1, le=8, description="how many workflow runs may run at once, each in its own worktree")
+]
+TestPattern = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        pattern=r"^(?!/)(?!.*(^|/)\.\.(/|$))[^\x00]+$",
+        description="a glob over workspace-relative paths ('*' matches '/' too), e.g. 'src/**/*.test.ts'",
+    ),
+]
+TestPatterns = Annotated[
+    list[TestPattern],
+    msgspec.Meta(min_length=1, max_length=64, description="which files are tests (the red step must change one)"),
+]
+
+
 class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: ProjectName
     description: Description = ""
@@ -95,6 +113,8 @@ class ProjectCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     image: ImageRef | None = None
     runtime: RuntimeName | None = None
     test_command: Command | None = None
+    test_patterns: TestPatterns | None = None  # None: the template's
+    parallel_runs: ParallelRuns = 1
     agent_command: AgentCommand | None = None
     agent: AgentName | None = None
     env: EnvMapping = {}
@@ -111,6 +131,8 @@ class ProjectUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     image: ImageRef | msgspec.UnsetType = msgspec.UNSET
     runtime: RuntimeName | msgspec.UnsetType | None = msgspec.UNSET
     test_command: Command | msgspec.UnsetType = msgspec.UNSET
+    test_patterns: TestPatterns | msgspec.UnsetType | None = msgspec.UNSET  # null: the template's
+    parallel_runs: ParallelRuns | msgspec.UnsetType = msgspec.UNSET
     agent_command: AgentCommand | msgspec.UnsetType = msgspec.UNSET
     agent: AgentName | msgspec.UnsetType | None = msgspec.UNSET
     env: EnvMapping | msgspec.UnsetType = msgspec.UNSET  # replaces the whole mapping
@@ -131,6 +153,8 @@ class Project(msgspec.Struct, kw_only=True):
     image: str
     runtime: RuntimeName
     test_command: str
+    test_patterns: list[str]  # the project's own, or its template's
+    parallel_runs: int
     agent_command: list[str]
     agent: str | None  # a preset of GET /api/agents; null: agent_command is run as it is
     env: dict[str, str]  # plain settings; secrets are listed by GET /api/projects/{id}/secrets

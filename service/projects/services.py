@@ -101,6 +101,8 @@ class ProjectService(SQLAlchemyAsyncRepositoryService[ProjectModel, ProjectRepos
                         runtime=data.runtime,
                         test_command=data.test_command if data.test_command is not None else template.test_command,
                         agent_command=list(data.agent_command or DEFAULT_AGENT_COMMAND),
+                        test_patterns=list(data.test_patterns) if data.test_patterns is not None else None,
+                        parallel_runs=data.parallel_runs,
                         # Neither given: the claude preset, which streams and reports (not bare `claude -p`).
                         agent=data.agent if data.agent is not None or data.agent_command else DEFAULT_AGENT,
                         env=dict(data.env),
@@ -264,6 +266,8 @@ def to_schema(project: ProjectModel, settings: Settings) -> Project:
         runtime=project.runtime or settings.runtime,  # type: ignore[arg-type]
         test_command=project.test_command,
         agent_command=list(project.agent_command),
+        test_patterns=list(project.test_patterns or get_template(project.template).test_patterns),
+        parallel_runs=project.parallel_runs or 1,
         agent=project.agent,
         env=dict(project.env or {}),
         created_at=project.created_at,

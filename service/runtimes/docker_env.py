@@ -461,8 +461,8 @@ class DockerEnvironment:
             cwd=cwd,
         )
 
-    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:
-        result = await self.run(snapshot_argv(patterns), timeout=timeout, output_limit=SNAPSHOT_OUTPUT_LIMIT)
+    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float, cwd: str | None = None) -> dict[str, str]:
+        result = await self.run(snapshot_argv(patterns), timeout=timeout, output_limit=SNAPSHOT_OUTPUT_LIMIT, cwd=cwd)
         return snapshot_result(result, timeout)
 
 

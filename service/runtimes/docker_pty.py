@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import posixpath
 from typing import Any
 
 import aiodocker
@@ -50,7 +51,12 @@ class DockerExecPty:
         try:
             async with engine.call("an exec create", timeout=30):
                 exec_ = await engine.client.containers.container(container_id).exec(
-                    argv, stdin=True, tty=True, user=user, environment=spec.env, workdir=WORKDIR
+                    argv,
+                    stdin=True,
+                    tty=True,
+                    user=user,
+                    environment=spec.env,
+                    workdir=posixpath.join(WORKDIR, spec.cwd) if spec.cwd else WORKDIR,
                 )
                 stream = exec_.start(detach=False)
                 await stream.__aenter__()

@@ -172,8 +172,9 @@ class Environment(Protocol):
         ``timed_out``."""
         ...
 
-    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:
-        """Path → digest of every workspace entry that matches ``patterns``, taken inside the
-        environment: regular files by content, links by their target text (never followed),
-        FIFOs, sockets and devices by what they are (never opened)."""
+    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float, cwd: str | None = None) -> dict[str, str]:
+        """Path → digest of every entry under ``cwd`` (default: the workspace) that matches
+        ``patterns``, taken inside the environment: regular files by content, links by their
+        target text (never followed), FIFOs, sockets and devices by what they are (never
+        opened)."""
         ...

@@ -91,7 +91,8 @@ class LocalEnvironment:
     async def spawn_pty(self, spec: SpawnSpec, *, key: str) -> PtyProcess:
         await self.ensure()
         try:
-            return await LocalPty.spawn(spec, cwd=self._project.path)
+            cwd = str(Path(self._project.path) / spec.cwd) if spec.cwd else self._project.path
+            return await LocalPty.spawn(spec, cwd=cwd)
         except Exception as exc:  # ptyprocess raises plain Exception for a missing program
             raise Conflict(f"could not start {spec.argv[0]!r}: {exc}") from None
 
@@ -170,8 +171,8 @@ class LocalEnvironment:
             return RunResult(exit_code=None, output=tail.value(), truncated=True)
         return RunResult(exit_code=process.returncode, output=tail.value(), truncated=tail.truncated)
 
-    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float) -> dict[str, str]:
-        result = await self.run(snapshot_argv(patterns), timeout=timeout, output_limit=SNAPSHOT_OUTPUT_LIMIT)
+    async def snapshot(self, patterns: tuple[str, ...], *, timeout: float, cwd: str | None = None) -> dict[str, str]:
+        result = await self.run(snapshot_argv(patterns), timeout=timeout, output_limit=SNAPSHOT_OUTPUT_LIMIT, cwd=cwd)
         return snapshot_result(result, timeout)
 
 

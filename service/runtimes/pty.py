@@ -30,6 +30,7 @@ class SpawnSpec(msgspec.Struct, frozen=True, kw_only=True):
     rows: int
     env: dict[str, str]
     user: str | None = None
+    cwd: str | None = None  # a directory of the workspace (relative), e.g. a run's worktree
 
 
 class PtyProcess(Protocol):

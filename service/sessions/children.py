@@ -89,6 +89,7 @@ class SessionSet:
             on_exit=self._exited,
             is_default=is_default,
             renderer=make_renderer(msg.render),
+            cwd=msg.cwd,
         )
         session.attach_process(await self._spawn(session))
         self._keep(session)
@@ -104,7 +105,7 @@ class SessionSet:
         return await self.open(m.OpenSession(cols=msg.cols, rows=msg.rows), is_default=True)
 
     async def _spawn(self, session: PtySession) -> PtyProcess:
-        spec = SpawnSpec(argv=session.command, cols=session.cols, rows=session.rows, env=session.env)
+        spec = SpawnSpec(argv=session.command, cols=session.cols, rows=session.rows, env=session.env, cwd=session.cwd)
         return await self.environment.spawn_pty(spec, key=session.id.hex)
 
     def _keep(self, session: PtySession) -> None:

@@ -52,7 +52,9 @@ class PtySession:
         viewer_limit: int = DEFAULT_VIEWER_LIMIT,
         is_default: bool = False,
         renderer: ClaudeStreamRenderer | None = None,
+        cwd: str | None = None,
     ) -> None:
+        self.cwd = cwd  # where the program runs, relative to the workspace (None: its root)
         self.id = uuid4()
         self.project_id = project_id
         self.command = command

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, WebSocket, get, post, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, PathParameter
 
 from service.actors import messages as m
@@ -18,7 +19,16 @@ from service.errors import AppError, Conflict, Invalid
 from service.logs import get_logger
 from service.state import AppState
 from service.workflows.definitions import WORKFLOWS, get_workflow
-from service.workflows.schemas import FINISHED, Run, RunCreate, RunEvent, RunPage, Workflow
+from service.workflows.schemas import (
+    FINISHED,
+    MergeConflictBody,
+    Run,
+    RunCreate,
+    RunDiff,
+    RunEvent,
+    RunPage,
+    Workflow,
+)
 
 log = get_logger(__name__)
 
@@ -102,6 +112,54 @@ class RunsController(Controller):
     async def cancel_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
         run = await app_state.runs.get(run_id)
         result: Run = await app_state.registry.ask(run.project_id, m.CancelRun(run_id=run_id), timeout=60)
+        return result
+
+    @get(
+        "/{run_id:uuid}/diff",
+        operation_id="getWorkflowRunDiff",
+        summary="The run's branch against where it started: files changed and their unified diff",
+        responses=errors(404, 409, 503),
+    )
+    async def diff_run(
+        self, run_id: RunId, app_state: NamedDependency[AppState], limit: Limit = 100, offset: Offset = 0
+    ) -> RunDiff:
+        """One page of the files (``limit``, ``offset``) and the diff of those files, cut at 1 MiB."""
+        run = await app_state.runs.get(run_id)
+        message = m.DiffRun(run_id=run_id, limit=limit, offset=offset)
+        result: RunDiff = await app_state.registry.ask(run.project_id, message, timeout=120)
+        return result
+
+    @post(
+        "/{run_id:uuid}/merge",
+        operation_id="mergeWorkflowRun",
+        summary="Merge a succeeded run into the branch it started from",
+        status_code=200,
+        responses={
+            **errors(404, 503),
+            409: ResponseSpec(
+                data_container=MergeConflictBody,
+                generate_examples=False,
+                description="the run is not mergeable, the workspace is elsewhere, or the merge conflicts "
+                "(then `conflicts` lists the paths and nothing was changed)",
+            ),
+        },
+    )
+    async def merge_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
+        """A fast-forward where possible, else a merge commit; the run's worktree is removed."""
+        run = await app_state.runs.get(run_id)
+        result: Run = await app_state.registry.ask(run.project_id, m.MergeRun(run_id=run_id), timeout=180)
+        return result
+
+    @post(
+        "/{run_id:uuid}/discard",
+        operation_id="discardWorkflowRun",
+        summary="Throw a finished run's work away: its branch and worktree are deleted",
+        status_code=200,
+        responses=errors(404, 409, 503),
+    )
+    async def discard_run(self, run_id: RunId, app_state: NamedDependency[AppState]) -> Run:
+        run = await app_state.runs.get(run_id)
+        result: Run = await app_state.registry.ask(run.project_id, m.DiscardRun(run_id=run_id), timeout=120)
         return result
 
 

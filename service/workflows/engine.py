@@ -1,5 +1,7 @@
-"""The workflow runs of one project, a child of its supervisor: one run at a time, the others
-wait ``queued``; a run that was ``running`` when the service stopped is resumed."""
+"""The workflow runs of one project, a child of its supervisor: up to the project's
+``parallel_runs`` at once (each in its own git worktree), the others wait ``queued``; a run
+that was ``running`` when the service stopped is resumed. The review loop (diff, merge,
+discard) works on a finished run's branch and worktree, inside the project's environment."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from uuid import UUID
 from service.actors import messages as m
 from service.actors.mailbox import Mailbox
 from service.errors import Conflict, NotFound
+from service.git import workspace as workspace_git
 from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.base import ProjectRef
@@ -19,9 +22,9 @@ from service.runtimes.environment import Environment
 from service.secrets.services import AgentEnvironment
 from service.sessions.children import SessionSet
 from service.workflows.events import RunEvents
-from service.workflows.runner import Publish, RunExecution
-from service.workflows.schemas import FINISHED, Run
-from service.workflows.store import RunStore
+from service.workflows.runner import GIT_TIMEOUT_S, Publish, RunExecution
+from service.workflows.schemas import FINISHED, DiffFile, Run, RunDiff
+from service.workflows.store import RunStore, project_workflow_settings
 
 log = get_logger(__name__)
 
@@ -42,38 +45,44 @@ class WorkflowServices:
 
 
 class WorkflowEngine:
+    """A project's runs: up to its ``parallel_runs`` at once, each in its own worktree."""
+
     def __init__(self, services: WorkflowServices, mailbox: Mailbox, environment: Environment) -> None:
         self.services = services
         self.mailbox = mailbox
         self.environment = environment
-        self.execution: RunExecution | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.running: dict[UUID, tuple[RunExecution, asyncio.Task[None]]] = {}
+        self._review_lock = asyncio.Lock()  # merges and discards touch the main work tree
 
     @property
     def busy(self) -> bool:
-        return self.task is not None and not self.task.done()
+        return any(not task.done() for _, task in self.running.values())
 
     def is_active(self, run_id: UUID) -> bool:
-        return self.busy and self.execution is not None and self.execution.run_id == run_id
+        entry = self.running.get(run_id)
+        return entry is not None and not entry[1].done()
 
     async def kick(self, project: ProjectRef) -> None:
-        """Start the next run when none runs: a resumed one first, then the oldest queued."""
-        if self.busy:
-            return
+        """Start runs while fewer than the project's ``parallel_runs`` run: the ones that were
+        running when the service stopped first (resumed), then the oldest queued."""
         store = self.services.store
-        runs = await store.in_states(project.id, ("running",))
-        resumed = bool(runs)
-        runs = runs or await store.in_states(project.id, ("queued",))
-        if not runs:
-            return
-        run = runs[0]
-        if resumed:
-            log.info("workflow.run.resumed", run_id=str(run.id), project_id=str(project.id))
-            self.services.events.publish(run, "resumed")
+        self.running = {rid: entry for rid, entry in self.running.items() if not entry[1].done()}
+        settings = await project_workflow_settings(store.db, project.id)
+        resumable = [r for r in await store.in_states(project.id, ("running",)) if r.id not in self.running]
+        queued = await store.in_states(project.id, ("queued",))
+        for run in [*resumable, *queued]:
+            if len(self.running) >= max(1, settings.parallel_runs) and run.state == "queued":
+                break
+            if run.state == "running":
+                log.info("workflow.run.resumed", run_id=str(run.id), project_id=str(project.id))
+                self.services.events.publish(run, "resumed")
+            self._start(project, run.id)
+
+    def _start(self, project: ProjectRef, run_id: UUID) -> None:
         execution = RunExecution(
-            run.id,
+            run_id,
             project=project,
-            store=store,
+            store=self.services.store,
             events=self.services.events,
             ask=self.mailbox.ask,
             environment=self.environment,
@@ -81,9 +90,9 @@ class WorkflowEngine:
             publish=self.services.publish,
             agent_environment=self.services.agent_environment,
         )
-        self.execution = execution
-        self.task = asyncio.create_task(execution.execute(), name=f"workflow-run-{run.id}")
-        self.task.add_done_callback(lambda _: self._finished(run.id))
+        task = asyncio.create_task(execution.execute(), name=f"workflow-run-{run_id}")
+        self.running[run_id] = (execution, task)
+        task.add_done_callback(lambda _: self._finished(run_id))
 
     def _finished(self, run_id: UUID) -> None:
         with contextlib.suppress(Exception):  # a full mailbox: the next StartRuns picks it up
@@ -94,12 +103,14 @@ class WorkflowEngine:
         run = await store.get(run_id)
         if run.state in FINISHED:
             raise Conflict(f"the run is {run.state} already")
-        if self.is_active(run_id) and self.execution is not None and self.task is not None:
-            self.execution.cancel_requested = True
-            session_id = self.execution.session_id
-            self.task.cancel()
+        entry = self.running.get(run_id)
+        if entry is not None and not entry[1].done():
+            execution, task = entry
+            execution.cancel_requested = True
+            session_id = execution.session_id
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+                await task
             if session_id is not None:
                 with contextlib.suppress(NotFound):
                     await sessions.close(session_id)
@@ -110,9 +121,75 @@ class WorkflowEngine:
         return run
 
     async def stop(self) -> None:
-        """The service is stopping: end the run's task without changing its state, so that
-        it is resumed at the next start."""
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        """The service is stopping: end the runs' tasks without changing their state, so that
+        they are resumed at the next start."""
+        tasks = [task for _, task in self.running.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+                await task
+
+    # --- the review loop -------------------------------------------------------------
+
+    async def _reviewable(self, run_id: UUID) -> Run:
+        run = await self.services.store.get(run_id)
+        if self.is_active(run_id) or run.state not in FINISHED:
+            raise Conflict(f"the run is {run.state}: review it once it is over")
+        if run.review != "unreviewed":
+            raise Conflict(f"the run was {run.review} already")
+        return run
+
+    async def diff(self, run_id: UUID, *, limit: int, offset: int) -> RunDiff:
+        run = await self.services.store.get(run_id)
+        branch = f"agentdock/{run.id}"
+        if run.worktree is None or run.base_commit is None or run.review == "discarded":
+            raise Conflict("the run has no branch to compare (it kept no work, or it was discarded)")
+        timeout = GIT_TIMEOUT_S
+        files = await workspace_git.diff_files(self.environment, run.base_commit, branch, timeout=timeout)
+        page = files[offset : offset + limit]
+        patch, cut = await workspace_git.diff_patch(
+            self.environment, run.base_commit, branch, [f.path for f in page], timeout=timeout
+        )
+        head = await workspace_git.head_of(self.environment, branch, timeout=timeout)
+        return RunDiff(
+            base=run.base_commit,
+            head=head,
+            files=[DiffFile(path=f.path, additions=f.additions, deletions=f.deletions) for f in page],
+            total=len(files),
+            limit=limit,
+            offset=offset,
+            patch=patch,
+            truncated=cut,
+        )
+
+    async def merge(self, run_id: UUID) -> Run:
+        async with self._review_lock:
+            run = await self._reviewable(run_id)
+            if run.state != "succeeded" or run.worktree is None or run.base_branch is None:
+                raise Conflict("only a succeeded run that started on a branch can be merged")
+            branch = f"agentdock/{run.id}"
+            message = f"Merge {branch}: {run.task.strip().splitlines()[0][:60]}"
+            author = self.services.author
+            kind, commit = await workspace_git.merge(
+                self.environment, branch, run.base_branch, message, author=author, timeout=GIT_TIMEOUT_S
+            )
+            await workspace_git.remove_worktree(
+                self.environment, run.worktree, branch, delete_branch=False, timeout=GIT_TIMEOUT_S
+            )
+            run = await self.services.store.update_run(run_id, review="merged")
+            self.services.events.publish(run, "merged")
+            log.info("workflow.run.merged", run_id=str(run_id), how=kind, commit=commit, into=run.base_branch)
+            return run
+
+    async def discard(self, run_id: UUID) -> Run:
+        async with self._review_lock:
+            run = await self._reviewable(run_id)
+            if run.worktree is not None:
+                await workspace_git.remove_worktree(
+                    self.environment, run.worktree, f"agentdock/{run.id}", delete_branch=True, timeout=GIT_TIMEOUT_S
+                )
+            run = await self.services.store.update_run(run_id, review="discarded")
+            self.services.events.publish(run, "discarded")
+            log.info("workflow.run.discarded", run_id=str(run_id))
+            return run

@@ -21,7 +21,6 @@ from service.git.host import Author
 from service.logs import get_logger
 from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
-from service.scaffolding.templates import get_template
 from service.secrets.services import AgentEnvironment
 from service.sessions.session import PtySession
 from service.workflows import gates, testrun
@@ -76,6 +75,7 @@ class RunExecution:
         self.author = author
         self.publish = publish
         self.cancel_requested = False
+        self.worktree: str | None = None  # where the run works, relative to the workspace
         self.session_id: UUID | None = None
         self.log = log.bind(project_id=str(project.id), run_id=str(run_id))
 
@@ -104,9 +104,21 @@ class RunExecution:
             settings = await project_workflow_settings(self.store.db, self.project.id)
             workflow = get_workflow(run.workflow)
             if run.state == "queued":
-                base = await workspace_git.head(self.environment, timeout=GIT_TIMEOUT_S)
-                run = await self._save_run("started", state="running", base_commit=base)
-                self.log.info("workflow.run.started", workflow=run.workflow)
+                # Its own worktree on its own branch from the start: the main work tree and
+                # other runs are never touched.
+                worktree = workspace_git.worktree_path(run.id)
+                base, original = await workspace_git.add_worktree(
+                    self.environment, worktree, f"agentdock/{run.id}", timeout=GIT_TIMEOUT_S
+                )
+                run = await self._save_run(
+                    "started", state="running", base_commit=base, worktree=worktree, base_branch=original
+                )
+                self.log.info("workflow.run.started", workflow=run.workflow, worktree=worktree)
+            elif run.worktree is not None:  # resumed: find its worktree again (made anew if gone)
+                await workspace_git.add_worktree(
+                    self.environment, run.worktree, f"agentdock/{run.id}", timeout=GIT_TIMEOUT_S
+                )
+            self.worktree = run.worktree
             for position, step in enumerate(workflow.steps):
                 if run.steps[position].state == "passed":
                     continue
@@ -152,10 +164,10 @@ class RunExecution:
         attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
         failure = record.gate.retry_with if record.gate is not None else None
         conversation: str | None = None  # the agent's own conversation, continued on a retry
-        patterns = get_template(settings.template).test_patterns
+        patterns = settings.test_patterns
         snapshots = dict(await self.store.snapshot(self.run_id) or {})
         if "base" not in snapshots:
-            snapshots["base"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
+            snapshots["base"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S, cwd=self.worktree)
             await self.store.update_run(self.run_id, test_snapshot=snapshots)
         while True:
             run = await self._save_step(
@@ -178,7 +190,9 @@ class RunExecution:
             result = await self._gate(step, settings, patterns, snapshots, agent_env)
             if result.passed:
                 if step.gate == "red":
-                    snapshots["red"] = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
+                    snapshots["red"] = await self.environment.snapshot(
+                        patterns, timeout=SNAPSHOT_TIMEOUT_S, cwd=self.worktree
+                    )
                     await self.store.update_run(self.run_id, test_snapshot=snapshots)
                 self.log.info("workflow.step.gate_passed", step=step.name, attempt=attempt, reason=result.reason)
                 return await self._save_step(
@@ -268,6 +282,7 @@ class RunExecution:
             env=env,
             run_id=run.id,
             render=preset.output if preset is not None else None,
+            cwd=self.worktree,
         )
         session: PtySession = await self.ask(message, 120)
         self.session_id = session.id
@@ -301,8 +316,9 @@ class RunExecution:
             timeout=run.step_timeout_s,
             env=agent_env.env,
             redact=agent_env.redact,
+            cwd=self.worktree,
         )
-        after = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S)
+        after = await self.environment.snapshot(patterns, timeout=SNAPSHOT_TIMEOUT_S, cwd=self.worktree)
         before = snapshots["base"] if step.gate == "red" else snapshots.get("red", snapshots["base"])
         return gates.judge(step.gate, outcome, before=before, after=after)
 
@@ -319,9 +335,15 @@ class RunExecution:
         branch = f"agentdock/{run.id}"
         message = f"{run.task.strip().splitlines()[0][:72]}\n\nagentdock workflow {run.workflow}, run {run.id}"
         try:
-            sha, base = await workspace_git.commit_on_branch(
-                self.environment, branch, message, author=self.author, timeout=GIT_TIMEOUT_S
-            )
+            if self.worktree is not None:
+                sha = await workspace_git.commit_in_worktree(
+                    self.environment, self.worktree, message, author=self.author, timeout=GIT_TIMEOUT_S
+                )
+                base = run.base_branch or "main"
+            else:  # a run from before worktrees, resumed: on a branch of the main tree
+                sha, base = await workspace_git.commit_on_branch(
+                    self.environment, branch, message, author=self.author, timeout=GIT_TIMEOUT_S
+                )
             extra: dict[str, str] = {}
             if self.publish is not None and settings.github_url:
                 committed = await self._save_run("committed", branch=branch, commit_sha=sha)

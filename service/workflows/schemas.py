@@ -77,6 +77,9 @@ class Step(msgspec.Struct, kw_only=True):
     finished_at: datetime | None
 
 
+Review = Literal["unreviewed", "merged", "discarded"]
+
+
 class Run(msgspec.Struct, kw_only=True):
     id: UUID
     project_id: UUID
@@ -93,6 +96,10 @@ class Run(msgspec.Struct, kw_only=True):
     steps: list[Step]
     created_at: datetime
     updated_at: datetime
+    review: Review = "unreviewed"
+    base_commit: str | None = None  # where the run's branch started
+    worktree: str | None = None  # the run's git worktree, relative to the workspace
+    base_branch: str | None = None  # the branch the run started from (a merge goes there)
 
 
 class StepSummary(msgspec.Struct, kw_only=True):
@@ -123,6 +130,36 @@ class RunSummary(msgspec.Struct, kw_only=True):
     steps: list[StepSummary]
     created_at: datetime
     updated_at: datetime
+    review: Review = "unreviewed"
+
+
+class DiffFile(msgspec.Struct, kw_only=True):
+    path: str
+    additions: int | None  # None: a binary file
+    deletions: int | None
+
+
+class RunDiff(msgspec.Struct, kw_only=True):
+    """A run's branch against where it started: one page of the files changed, and the
+    unified diff of those files (cut at 1 MiB: ``truncated``)."""
+
+    base: str
+    head: str
+    files: list[DiffFile]
+    total: int  # files changed in all
+    limit: int
+    offset: int
+    patch: str
+    truncated: bool
+
+
+class MergeConflictBody(msgspec.Struct, kw_only=True):
+    """409 of a merge: ``conflicts`` lists the conflicting paths (nothing was changed); it is
+    empty where the run was not mergeable for another reason (``detail`` says which)."""
+
+    status_code: int
+    detail: str
+    conflicts: list[str] = []
 
 
 class RunPage(Page, kw_only=True):

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from service.db.models import ProjectModel, WorkflowRunModel, WorkflowStepModel
 from service.errors import NotFound
+from service.scaffolding.templates import get_template
 from service.workflows.definitions import WorkflowDefinition
 from service.workflows.schemas import Gate, Run, RunCreate, RunPage, RunSummary, Step, StepSummary, Usage
 
@@ -35,6 +36,10 @@ def to_run(row: WorkflowRunModel) -> Run:
         branch=row.branch,
         commit_sha=row.commit_sha,
         pull_request_url=row.pull_request_url,
+        review=row.review,  # type: ignore[arg-type]
+        base_commit=row.base_commit,
+        worktree=row.worktree,
+        base_branch=row.base_branch,
         steps=[
             Step(
                 name=s.name,
@@ -67,6 +72,7 @@ def to_summary(row: WorkflowRunModel) -> RunSummary:
         branch=row.branch,
         commit_sha=row.commit_sha,
         pull_request_url=row.pull_request_url,
+        review=row.review,  # type: ignore[arg-type]
         steps=[
             StepSummary(
                 name=s.name,
@@ -203,6 +209,8 @@ class ProjectWorkflowSettings(msgspec.Struct, frozen=True, kw_only=True):
     agent: str | None
     template: str
     github_url: str | None
+    test_patterns: tuple[str, ...]
+    parallel_runs: int
 
 
 async def project_workflow_settings(db: SQLAlchemyAsyncConfig, project_id: UUID) -> ProjectWorkflowSettings:
@@ -216,4 +224,6 @@ async def project_workflow_settings(db: SQLAlchemyAsyncConfig, project_id: UUID)
             agent=row.agent,
             template=row.template,
             github_url=row.github_url,
+            test_patterns=tuple(row.test_patterns or get_template(row.template).test_patterns),
+            parallel_runs=row.parallel_runs or 1,
         )

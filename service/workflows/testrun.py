@@ -29,13 +29,14 @@ async def run_tests(
     timeout: float,
     env: dict[str, str] | None = None,
     redact: Callable[[str], str] = str,
+    cwd: str | None = None,
 ) -> TestOutcome:
     """Run ``test_command`` with ``sh -c`` in the workspace, inside the project's environment,
     with ``env`` (the agents' settings and secrets) as its exec environment; the output kept
     is ``redact``-ed (no secret value is stored)."""
     argv = ["/bin/sh", "-c", GATE_WRAPPER, "agentdock-gate", test_command]
     try:
-        result = await environment.run(argv, timeout=timeout, env=env)
+        result = await environment.run(argv, timeout=timeout, env=env, cwd=cwd)
     except AppError as exc:
         return TestOutcome(exit_code=None, output_tail=f"the test command could not run: {redact(exc.detail)}")
     tail = redact(result.text)[-OUTPUT_TAIL_CHARS:]
