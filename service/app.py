@@ -24,6 +24,7 @@ from service.db.config import database_config
 from service.docker.engine import DockerEngine
 from service.health.controllers import HealthController
 from service.logs import configure_logging, get_logger
+from service.metrics.controllers import metrics
 from service.projects.controllers import ProjectController
 from service.runtimes.build_controllers import EnvironmentController, environment_events
 from service.scaffolding.controllers import TemplateController
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
             run_events,
             ProjectFilesController,
             ProjectExecController,
+            metrics,
         ],
         plugins=[SQLAlchemyPlugin(config=db)],
         dependencies={"app_state": Provide(provide_app_state, sync_to_thread=False)},
@@ -148,7 +150,9 @@ def create_app(settings: Settings | None = None, *, api_token: str | None = None
         cors_config=_cors_config(settings),
         openapi_config=_openapi_config(),
         lifespan=[_lifespan(app_state)],
-        state=State({"agentdock": app_state, "api_token": app_state.api_token}),
+        state=State(
+            {"agentdock": app_state, "api_token": app_state.api_token, "metrics_token": settings.metrics_token}
+        ),
         debug=False,
         logging_config=None,  # structlog is configured once in service.logs
     )

@@ -18,6 +18,7 @@ from litestar.handlers.base import BaseRouteHandler
 from service.errors import Forbidden, Unauthorized
 
 PUBLIC = "public"
+METRICS = "metrics"  # GET /metrics: the metrics token is accepted there too
 
 
 def token_matches(expected: str, provided: str | None) -> bool:
@@ -35,10 +36,15 @@ def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 async def require_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Guard on every HTTP route but those marked ``opt={"public": True}``."""
+    """Guard on every HTTP route but those marked ``opt={"public": True}``. A route marked
+    ``opt={"metrics": True}`` also takes ``AGENTDOCK_METRICS_TOKEN``, where it is set."""
     if handler.opt.get(PUBLIC) or connection.scope["type"] != ScopeType.HTTP:
         return
-    if not token_matches(connection.app.state.api_token, bearer_token(connection)):
+    provided = bearer_token(connection)
+    if token_matches(connection.app.state.api_token, provided):
+        return
+    metrics_token: str | None = connection.app.state.get("metrics_token")
+    if not (handler.opt.get(METRICS) and metrics_token and token_matches(metrics_token, provided)):
         raise Unauthorized("missing or invalid API token: send 'Authorization: Bearer <token>'")
 
 

@@ -46,6 +46,7 @@ class Settings:
     container_cpus: float = 2.0
     container_pids: int = 1024
     api_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)  # GET /metrics only (a scraper's)
     allowed_origins: tuple[str, ...] = ()
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
@@ -157,6 +158,7 @@ class Settings:
             container_cpus=get_float("CONTAINER_CPUS", 2.0, 0, 1024),
             container_pids=get_int("CONTAINER_PIDS", 1024, 1, 4_194_304),
             api_token=get("API_TOKEN"),
+            metrics_token=get("METRICS_TOKEN"),
             allowed_origins=origins,
             github_token=get("GITHUB_TOKEN"),
             github_api_url=(get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),

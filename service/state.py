@@ -17,6 +17,7 @@ from service.docker.events import DockerEventsListener
 from service.errors import AppError
 from service.git.host import Author
 from service.logs import get_logger
+from service.metrics.collector import AppMetrics
 from service.runtimes.build import BuildManager
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
 from service.secrets.services import AgentSecrets
@@ -39,6 +40,7 @@ class AppState:
         "docker",
         "docker_runtime",
         "events",
+        "metrics",
         "registry",
         "run_events",
         "runs",
@@ -80,6 +82,7 @@ class AppState:
             dispatch=self.dispatch_docker_event,
             on_subscribed=lambda: self.registry.tell_all(Reconcile()),
         )
+        self.metrics = AppMetrics(self)  # a registry of the app's own (GET /metrics)
 
     def dispatch_docker_event(self, event: dict[str, Any]) -> None:
         """Hand a Docker event to the supervisor of the project named in its labels."""

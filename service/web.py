@@ -15,6 +15,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import AppError
 from service.logs import get_logger
+from service.metrics import instruments
 
 log = get_logger("service.web")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -22,8 +23,9 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 class RequestContextMiddleware:
     """Gives every request an id (kept from ``X-Request-ID`` when sane), binds it to the log
-    context, returns it as a header, and logs one ``http.request`` event per request.
-    The query string is never logged: a WebSocket token travels there."""
+    context, returns it as a header, logs one ``http.request`` event per request and counts it
+    in the metrics by its route *template* (``/api/projects/{project_id}``, never the path
+    with its ids). The query string is never logged: a WebSocket token travels there."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,13 +50,18 @@ class RequestContextMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 if scope["type"] == ScopeType.HTTP:
+                    duration = time.perf_counter() - started
+                    method = scope.get("method", "")
+                    code = status.get("code", 500)
                     log.info(
                         "http.request",
-                        method=scope.get("method"),
+                        method=method,
                         path=scope["path"],
-                        status=status.get("code", 500),
-                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                        status=code,
+                        duration_ms=round(duration * 1000, 2),
                     )
+                    route = scope.get("path_template") or "unmatched"
+                    instruments.http_request(method, route, code, duration)
 
 
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:

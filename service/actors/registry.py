@@ -22,6 +22,7 @@ from service.actors.supervisor import ProjectChildren, ProjectSupervisor
 from service.containers.schemas import Container, to_container
 from service.errors import AppError, NotFound, Unavailable
 from service.logs import get_logger
+from service.metrics import instruments
 from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.docker import DockerRuntime
 from service.runtimes.environment import Environment
@@ -32,6 +33,17 @@ from service.workflows.engine import AgentEnvironmentOf, WorkflowEngine, Workflo
 log = get_logger(__name__)
 
 SUPERVISOR_POLICY = RestartPolicy(max_restarts=5, window_s=60.0, backoff_initial_s=0.1, backoff_max_s=5.0)
+
+
+@dataclass(frozen=True)
+class SupervisorSnapshot:
+    """What one supervisor holds, read without touching it (for metrics at scrape time)."""
+
+    project_id: UUID
+    failed: bool
+    mailbox_depth: int
+    runtime: str
+    container_id: str | None
 
 
 @dataclass
@@ -185,6 +197,18 @@ class SupervisorRegistry:
         entry = self._entries.get(project_id)
         return None if entry is None else entry.supervisor
 
+    def snapshot(self) -> list[SupervisorSnapshot]:
+        return [
+            SupervisorSnapshot(
+                project_id=project_id,
+                failed=entry.failed is not None,
+                mailbox_depth=len(entry.mailbox),
+                runtime=entry.children.environment.kind,
+                container_id=entry.children.environment.container_id,
+            )
+            for project_id, entry in list(self._entries.items())
+        ]
+
     def find_by_container(self, container_id: str) -> UUID | None:
         """The project whose supervisor owns this container."""
         for project_id, entry in self._entries.items():
@@ -237,8 +261,10 @@ class SupervisorRegistry:
             error=f"{type(exc).__name__}: {exc}" if exc else "returned",
             exc_info=exc,
         )
+        instruments.SUPERVISOR_CRASHES.inc()
         delay = entry.tracker.record_failure()
         if delay is None:
+            instruments.SUPERVISOR_GAVE_UP.inc()
             entry.failed = (
                 f"the supervisor of project {project_id} crashed more than "
                 f"{self.supervisor_policy.max_restarts} times in {self.supervisor_policy.window_s:g} s"

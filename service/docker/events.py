@@ -14,6 +14,7 @@ from aiodocker.events import DockerEvents
 
 from service.docker.engine import DockerEngine
 from service.logs import get_logger
+from service.metrics import instruments
 
 log = get_logger(__name__)
 
@@ -61,6 +62,7 @@ class DockerEventsListener:
             except Exception as exc:
                 log.warning("docker.events.lost", reason=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
             self.subscribed.clear()
+            instruments.DOCKER_EVENT_STREAM_LOSSES.inc()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
 
@@ -84,6 +86,7 @@ class DockerEventsListener:
                 event = await subscriber.get()
                 if event is None:
                     break
+                instruments.DOCKER_EVENTS.labels(action=str(event.get("Action") or event.get("status") or "")).inc()
                 self.dispatch(event)
             await runner  # the stream ended: surface how
         finally:

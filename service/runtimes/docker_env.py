@@ -22,6 +22,7 @@ from service.actors.policy import RestartPolicy, RestartTracker
 from service.containers.schemas import Container, to_container
 from service.errors import AppError, Conflict, NotFound, Unavailable
 from service.logs import get_logger
+from service.metrics import instruments
 from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.build import BuildDefinition, BuildProgress, BuildResult, ensure_image, parse_definition
 from service.runtimes.docker import AGENT_UID, DockerRuntime, home_volume
@@ -218,6 +219,7 @@ class DockerEnvironment:
         if self._container_id is not None:
             await self.runtime.stop(self._container_id)
         state = await self._bring_up(rebuild=True)
+        instruments.CONTAINER_RESTARTS.labels(reason="requested").inc()
         log.info("container.restarted", container_id=state.id, reason="requested", restart_count=self.tracker.restarts)
         return self.view(state)
 
@@ -363,8 +365,10 @@ class DockerEnvironment:
         """Record a failure of a container we want running; restart later, or give up."""
         self.last_failure = reason
         delay = self.tracker.record_failure() if self.policy.should_restart(failed=True) else None
+        instruments.CONTAINER_FAILURES.inc()
         if delay is None:
             self.gave_up = True
+            instruments.CONTAINER_GAVE_UP.inc()
             self.want_running = False
             self._generation += 1
             log.error(
@@ -405,6 +409,7 @@ class DockerEnvironment:
                 self._failed(f"restart failed: {exc.detail}")
                 return
             self.tracker.record_restart()
+            instruments.CONTAINER_RESTARTS.labels(reason="failure").inc()
             log.info(
                 "container.restarted", container_id=state.id, reason="failure", restart_count=self.tracker.restarts
             )

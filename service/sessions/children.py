@@ -41,6 +41,9 @@ class SessionIndex:
     def get(self, session_id: UUID) -> PtySession | None:
         return self._by_id.get(session_id)
 
+    def sessions(self) -> list[PtySession]:
+        return list(self._by_id.values())
+
     def __len__(self) -> int:
         return len(self._by_id)
 

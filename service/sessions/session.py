@@ -20,6 +20,7 @@ import msgspec
 
 from service.agents.stream import ClaudeStreamRenderer
 from service.logs import get_logger
+from service.metrics import instruments
 from service.runtimes.pty import ExitStatus, PtyProcess
 from service.sessions.schemas import OutputFrame, Session, SessionState, StatusFrame
 from service.sessions.scrollback import DEFAULT_LIMIT, Scrollback
@@ -118,6 +119,7 @@ class PtySession:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._last_frame_bytes = len(self._pending)
+        instruments.SESSION_OUTPUT_BYTES.inc(self._last_frame_bytes)
         text = self._decoder.decode(self._pending, final)
         self._pending.clear()
         if self.renderer is not None:
@@ -222,12 +224,16 @@ class PtySession:
         for viewer in list(self.viewers):
             if not viewer.push(frame):
                 self.viewers.discard(viewer)
+                instruments.VIEWERS_DROPPED.inc()
                 log.warning(
                     "session.viewer.dropped",
                     session_id=str(self.id),
                     project_id=str(self.project_id),
                     limit=viewer.limit,
                 )
+        if self.viewers:  # one inc per frame, whatever its size and however many viewers
+            instruments.VIEWER_FRAMES.inc()
+            instruments.VIEWER_BYTES.inc(frame.size * len(self.viewers))
 
     def status_frame(self) -> Frame:
         return Frame(_encode(StatusFrame(state=self.state, exit_code=self.exit_code, signal=self.signal)))

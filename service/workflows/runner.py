@@ -19,6 +19,7 @@ from service.errors import AppError
 from service.git import workspace as workspace_git
 from service.git.host import Author
 from service.logs import get_logger
+from service.metrics import instruments
 from service.runtimes.base import ProjectRef
 from service.runtimes.environment import Environment
 from service.secrets.services import AgentEnvironment
@@ -87,11 +88,13 @@ class RunExecution:
 
     async def _save_run(self, change: str, **values: Any) -> Run:
         run = await self.store.update_run(self.run_id, **values)
+        instruments.run_saved(values)
         self.events.publish(run, change)
         return run
 
     async def _save_step(self, position: int, change: str, **values: Any) -> Run:
         run = await self.store.update_step(self.run_id, position, **values)
+        instruments.step_saved(run.steps[position].name, run.steps[position].started_at, values)
         self.events.publish(run, change)
         return run
 
@@ -188,6 +191,7 @@ class RunExecution:
             ended = await self._agent_ended(session, run, position=position, step=step, attempt=attempt, env=agent_env)
             conversation = ended or conversation
             result = await self._gate(step, settings, patterns, snapshots, agent_env)
+            instruments.gate_judged(str(step.gate), passed=result.passed)
             if result.passed:
                 if step.gate == "red":
                     snapshots["red"] = await self.environment.snapshot(
