@@ -120,23 +120,24 @@ async def test_agents_are_listed_and_a_project_chooses_one(client: Client) -> No
 
 @pytest.fixture(scope="module")
 def claude_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("fake-claude")
+    live = fake_claude_server(tmp_path_factory.mktemp("fake-claude"))
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def fake_claude_server(root: Path, **extra_env: str) -> LiveServer:
+    """A started local-runtime server with tests/fake_claude.py as `claude` first on its PATH."""
     bin_dir = root / "bin"
     bin_dir.mkdir()
     shutil.copy(HERE / "fake_agent.py", bin_dir / "fake_agent.py")
     shutil.copy(HERE / "fake_claude.py", bin_dir / "claude")
     (bin_dir / "claude").chmod(0o755)
-    live = LiveServer(
-        root / "data",
-        runtime="local",
-        image="agentdock-base:latest",
-        extra_env={"AGENTDOCK_WORKFLOW_MIN_IDLE_S": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-    )
+    env = {"AGENTDOCK_WORKFLOW_MIN_IDLE_S": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}", **extra_env}
+    live = LiveServer(root / "data", runtime="local", image="agentdock-base:latest", extra_env=env)
     live.start()
-    try:
-        yield live
-    finally:
-        live.stop()
+    return live
 
 
 async def test_a_claude_run_shows_readable_progress_and_records_usage(claude_server: LiveServer) -> None:

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -24,6 +22,7 @@ from service.sessions.viewer import Frame
 from service.settings import Settings
 from tests.conftest import TOKEN, create_project
 from tests.live import LiveServer
+from tests.test_agents import fake_claude_server
 from tests.test_workflows import start_run, wait_run
 
 HERE = Path(__file__).parent
@@ -176,23 +175,7 @@ def test_alerts_and_dashboard_use_only_metrics_that_exist() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Local runtime, a fake ``claude`` (stream-json, with usage and cost) first on the PATH."""
-    root = tmp_path_factory.mktemp("metrics")
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    shutil.copy(HERE / "fake_agent.py", bin_dir / "fake_agent.py")
-    shutil.copy(HERE / "fake_claude.py", bin_dir / "claude")
-    (bin_dir / "claude").chmod(0o755)
-    live = LiveServer(
-        root / "data",
-        runtime="local",
-        image="agentdock-base:latest",
-        extra_env={
-            "AGENTDOCK_WORKFLOW_MIN_IDLE_S": "1",
-            "AGENTDOCK_METRICS_TOKEN": METRICS_TOKEN,
-            "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        },
-    )
-    live.start()
+    live = fake_claude_server(tmp_path_factory.mktemp("metrics"), AGENTDOCK_METRICS_TOKEN=METRICS_TOKEN)
     try:
         yield live
     finally:
