@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import random
 import tarfile
 import uuid
 from collections.abc import AsyncIterator
@@ -131,11 +132,12 @@ async def test_output_is_a_bounded_tail(environment: Environment) -> None:
 
 
 async def test_a_command_past_its_deadline_is_ended_with_its_children(environment: Environment) -> None:
-    marker = f"agentdock-deadline-{uuid.uuid4().hex[:8]}"
-    result = await environment.run(["/bin/sh", "-c", f"sleep 300 & sleep 301 # {marker}\n wait"], timeout=1)
+    # Durations no other process on the machine sleeps for: the check below looks for them.
+    first, second = (random.randint(300_000, 999_999) for _ in range(2))
+    result = await environment.run(["/bin/sh", "-c", f"sleep {first} & sleep {second}; wait"], timeout=1)
     assert result.timed_out and result.exit_code is None
     check = await environment.run(["/bin/sh", "-c", "ps -o args 2>/dev/null || ps"], timeout=10)
-    assert "sleep 30" not in check.text
+    assert f"sleep {first}" not in check.text and f"sleep {second}" not in check.text
 
 
 async def test_stdout_goes_to_a_bounded_sink(environment: Environment, tmp_path: Path) -> None:
@@ -242,11 +244,11 @@ async def test_output_is_streamed_as_it_comes_from_a_directory(environment: Envi
 
 
 async def test_a_cancelled_run_ends_its_process_group(environment: Environment) -> None:
-    marker = uuid.uuid4().hex[:10]
-    task = asyncio.create_task(environment.run(["/bin/sh", "-c", f"sleep 300 # {marker}\n wait"], timeout=60))
+    duration = random.randint(300_000, 999_999)  # no other process on the machine sleeps for it
+    task = asyncio.create_task(environment.run(["/bin/sh", "-c", f"sleep {duration}; wait"], timeout=60))
     await asyncio.sleep(1.0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     check = await environment.run(["/bin/sh", "-c", "ps -o args 2>/dev/null || ps"], timeout=10)
-    assert "sleep 300" not in check.text
+    assert f"sleep {duration}" not in check.text
