@@ -40,7 +40,9 @@ def _migrate(settings: Settings) -> int:
     from service.db.migrate import upgrade
     from service.logs import configure_logging, get_logger
 
-    configure_logging(settings.log_format, settings.log_level)
+    # First, before anything logs: every line this process writes is then one event on stdout
+    # (uvicorn's, Alembic's and an uncaught exception's too; see service/logs.py).
+    configure_logging(settings.log_format, settings.log_level, capture_uncaught=True)
     upgrade(settings)
     log = get_logger("service.cli")
     log.info("database.migrated", database=_safe_url(settings.database_url))
@@ -58,7 +60,7 @@ def _serve(settings: Settings) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_config=None,
+        log_config=None,  # uvicorn's loggers propagate to the root handler of service.logs
         access_log=False,
         # Protocol pings every 20 s; a peer that has not answered for 60 s in all is closed.
         ws_ping_interval=20.0,
