@@ -31,7 +31,7 @@ CLAUDE_PACKAGE="@anthropic-ai/claude-code-linux-x64"
 CACHE_DIR="${AGENTDOCK_CACHE_DIR:-/var/cache/agentdock}"
 # Bump when the base image's recipe (ensure_base_image) changes: images
 # labelled with another revision are rebuilt.
-BASE_REVISION=2
+BASE_REVISION=3
 LABEL_CLAUDE="agentdock.claude-version"
 LABEL_REVISION="agentdock.base-revision"
 LOCK_FILE="/run/lock/agentdock-docker-up.lock"
@@ -194,8 +194,10 @@ ensure_engine() {
     remove_stale_containerd_socket
 
     say "starting dockerd (log: $DOCKERD_LOG)"
+    # Not with our lock (fd 9): a dockerd that inherited it would hold it for as long as it
+    # runs, and every later run of this script would wait for it forever.
     setsid nohup dockerd --bridge=none --iptables=false --ip-forward=false \
-        >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        >>"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
     pid=$!
     rc=0
     wait_for_engine "$pid" || rc=$?
@@ -377,7 +379,7 @@ ensure_base_image() {
     mirror="$(debian_mirror)"
     ROOTFS="$(mktemp -d /var/tmp/agentdock-rootfs.XXXXXX)"
     say "building $BASE_IMAGE: debootstrap $SUITE from $mirror (about a minute)"
-    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps,ripgrep \
+    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps,ripgrep,dtach \
         "$SUITE" "$ROOTFS" "$mirror" >"$ROOTFS.log" 2>&1; then
         tail -n 30 "$ROOTFS.log" >&2 || true
         die "debootstrap failed (full log: $ROOTFS.log)"
@@ -420,13 +422,20 @@ ensure_base_image() {
     say "built $BASE_IMAGE in $((SECONDS - started))s ($answer)"
 }
 
+# The busybox test image: busybox's applets, and dtach (the session holder: sessions survive
+# a restart of the service) with the C library it links against, from this Debian host.
+BUSYBOX_REVISION=2
+LABEL_BUSYBOX_REVISION="agentdock.busybox-revision"
+
 ensure_busybox_image() {
-    if image_exists "$BUSYBOX_IMAGE"; then
-        say "image $BUSYBOX_IMAGE present"
+    if image_exists "$BUSYBOX_IMAGE" &&
+        [[ "$(image_label "$BUSYBOX_IMAGE" "$LABEL_BUSYBOX_REVISION")" == "$BUSYBOX_REVISION" ]]; then
+        say "image $BUSYBOX_IMAGE present (revision $BUSYBOX_REVISION)"
         return 0
     fi
     have_static_busybox || apt_install busybox-static
-    say "building $BUSYBOX_IMAGE"
+    command -v dtach >/dev/null 2>&1 || apt_install dtach
+    say "building $BUSYBOX_IMAGE (revision $BUSYBOX_REVISION)"
     ROOTFS="$(mktemp -d /var/tmp/agentdock-busybox.XXXXXX)"
     mkdir -p "$ROOTFS"/{bin,etc,root,tmp,home/agent}
     chmod 1777 "$ROOTFS/tmp"
@@ -437,11 +446,23 @@ ensure_busybox_image() {
         [[ -n "$applet" && "$applet" != busybox ]] || continue
         ln -sf busybox "$ROOTFS/bin/$applet"
     done < <(/bin/busybox --list)
+    local dtach lib
+    dtach="$(command -v dtach)"
+    cp "$dtach" "$ROOTFS/bin/dtach"
+    # Its shared libraries and the loader, at the paths the binary names.
+    while read -r lib; do
+        [[ -n "$lib" && -e "$lib" ]] || continue
+        mkdir -p "$ROOTFS$(dirname "$lib")"
+        cp -L "$lib" "$ROOTFS$lib"
+    done < <(ldd "$dtach" | grep -o '/[^ ]*')
     printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n' >"$ROOTFS/etc/passwd"
     printf 'root:x:0:\nagent:x:1000:\n' >"$ROOTFS/etc/group"
     chown 1000:1000 "$ROOTFS/home/agent"
-    import_rootfs "$ROOTFS" "$BUSYBOX_IMAGE" /bin/sh /bin
+    import_rootfs "$ROOTFS" "$BUSYBOX_IMAGE" /bin/sh /bin "LABEL $LABEL_BUSYBOX_REVISION=$BUSYBOX_REVISION"
     cleanup_rootfs
+    # dtach without a mode names itself in its usage: it loads and runs.
+    docker run --rm --network none "$BUSYBOX_IMAGE" /bin/sh -c 'dtach 2>&1 | grep -q "^dtach"' ||
+        die "dtach does not run in $BUSYBOX_IMAGE"
     say "built $BUSYBOX_IMAGE"
 }
 

@@ -21,6 +21,7 @@ from service.metrics.collector import AppMetrics
 from service.runtimes.build import BuildManager
 from service.runtimes.docker import MANAGED_LABEL, PROJECT_LABEL, DockerRuntime
 from service.secrets.services import AgentSecrets
+from service.sessions.store import SessionStore
 from service.settings import Settings
 from service.workflows.engine import WorkflowServices
 from service.workflows.events import RunEvents
@@ -67,6 +68,7 @@ class AppState:
                 backoff_initial_s=settings.restart_backoff_s,
                 backoff_max_s=settings.restart_backoff_max_s,
             ),
+            session_store=SessionStore(db, settings.data_dir / "sessions", self.secrets.box),
             workflow_services=WorkflowServices(
                 store=self.runs,
                 events=self.run_events,

@@ -80,6 +80,12 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: the service ends without a word (no shutdown, no last save)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     @property
     def pid(self) -> int:
         assert self.process is not None

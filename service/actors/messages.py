@@ -82,6 +82,13 @@ class OpenSession(Message, frozen=True):
     cwd: str | None = None  # a directory of the workspace (a run's worktree)
 
 
+class FindSession(Message, frozen=True):
+    """One of the project's sessions (a workflow run re-attaching to its agent step's session
+    after a restart); answers the ``PtySession`` or None."""
+
+    session_id: UUID
+
+
 class DefaultSession(Message, frozen=True):
     """The project's default shell session, started on demand; answers the ``PtySession``."""
 

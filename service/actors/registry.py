@@ -1,6 +1,7 @@
 """``SupervisorRegistry``: one supervisor per project, started at start-up for every project in
 the database and on demand; a crashed supervisor is restarted (with its own intensity limit);
-shutdown stops every supervisor and never a container."""
+shutdown stops every supervisor and never a container, and lets go of the sessions a holder
+keeps rather than ending them (their scrollback saved every second while it changes)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from service.runtimes.docker import DockerRuntime
 from service.runtimes.environment import Environment
 from service.runtimes.factory import Environments
 from service.sessions.children import SessionIndex, SessionSet
+from service.sessions.store import SAVE_EVERY_S, SessionStore
 from service.workflows.engine import AgentEnvironmentOf, WorkflowEngine, WorkflowServices
 
 log = get_logger(__name__)
@@ -66,8 +68,11 @@ class SupervisorRegistry:
         store: ProjectStore,
         policy: RestartPolicy,
         workflow_services: WorkflowServices,
+        session_store: SessionStore | None = None,
         supervisor_policy: RestartPolicy = SUPERVISOR_POLICY,
     ) -> None:
+        self.session_store = session_store
+        self._saver: asyncio.Task[None] | None = None
         self.workflow_services = workflow_services
         self.docker = docker
         self.agent_environment = agent_environment
@@ -93,6 +98,8 @@ class SupervisorRegistry:
             return
         for project_id in project_ids:
             await self.ensure(project_id)
+        if self.session_store is not None:
+            self._saver = asyncio.create_task(self._save_scrollbacks(), name="scrollback-saver")
         try:
             containers = await self.docker.list_managed()
         except AppError as exc:
@@ -104,13 +111,29 @@ class SupervisorRegistry:
                 log.info("container.orphaned", container_id=container.id, project_id=container.project_id)
 
     async def stop_all(self) -> None:
+        """The service stops: every supervisor, letting go of held sessions (not ending them)."""
         self._closing = True
-        await asyncio.gather(*(self.stop(project_id) for project_id in list(self._entries)))
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+        await asyncio.gather(*(self.stop(project_id, release=True) for project_id in list(self._entries)))
 
-    async def stop(self, project_id: UUID) -> None:
+    async def _save_scrollbacks(self) -> None:
+        """Save the scrollback of every held session that changed, once a second."""
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            for entry in list(self._entries.values()):
+                try:
+                    await entry.children.sessions.save_all()
+                except Exception as exc:  # a full disk must not end the saving for good
+                    log.warning("session.scrollback_save_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def stop(self, project_id: UUID, *, release: bool = False) -> None:
         """Stop the project's supervisor (its container keeps running). Deleting a project
         calls this after its row is gone: under the lock, so that no request that raced the
-        delete can start a supervisor for it again."""
+        delete can start a supervisor for it again; its sessions end. With ``release`` (the
+        service stops), sessions a holder keeps are let go of instead."""
         async with self._lock:
             entry = self._entries.pop(project_id, None)
         if entry is None:
@@ -125,7 +148,10 @@ class SupervisorRegistry:
                     await task
         # The supervisor no longer runs: its children are the registry's to end.
         await entry.children.workflows.stop()
-        await entry.children.sessions.close_all()
+        if release:
+            await entry.children.sessions.release_all()
+        else:
+            await entry.children.sessions.close_all()
         entry.children.environment.close()
         for envelope in entry.mailbox.drain():
             if envelope.reply is not None and not envelope.reply.done():
@@ -143,6 +169,7 @@ class SupervisorRegistry:
                 policy=self.policy,
                 index=self.index,
                 agent_environment=functools.partial(self.agent_environment, project.id),
+                store=self.session_store,
             ),
             workflows=WorkflowEngine(self.workflow_services, mailbox, environment),
         )

@@ -121,6 +121,7 @@ class ProjectSupervisor:
         structlog.contextvars.bind_contextvars(project_id=str(self.project.id))
         try:
             await self.environment.adopt()
+            await self.sessions.restore()  # the held sessions a previous service left running
             await self.workflows.kick(self.project)  # resumes a run the service was running
             while True:
                 # One message at a time; its request dies with _process's frame, so that an
@@ -200,6 +201,8 @@ class ProjectSupervisor:
                 return Deferred(self.sessions.open(message), "session-open")
             case m.DefaultSession():
                 return Deferred(self.sessions.default(message), "session-open")
+            case m.FindSession(session_id=session_id):
+                return self.sessions.sessions.get(session_id)
             case m.ListSessions():
                 return [session.view() for session in self.sessions.sessions.values()]
             case m.CloseSession(session_id=session_id):

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from advanced_alchemy.base import UUIDAuditBase, orm_registry
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -101,3 +101,27 @@ class WorkflowStepModel(UUIDAuditBase):
     started_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     run: Mapped[WorkflowRunModel] = relationship(back_populates="steps")
+
+
+class TerminalSessionModel(UUIDAuditBase):
+    """A session whose program a holder keeps (docker, dtach): what a later service needs to
+    attach to it again and to report it. Sessions that end with the service are not kept."""
+
+    __tablename__ = "terminal_session"
+
+    project_id: Mapped[UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"), index=True)
+    command: Mapped[list[str]] = mapped_column(JSON)
+    cols: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    restart: Mapped[str] = mapped_column(String(16))
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    render: Mapped[str | None] = mapped_column(String(32), default=None)
+    cwd: Mapped[str | None] = mapped_column(Text, default=None)
+    run_id: Mapped[str | None] = mapped_column(String(36), default=None)  # a workflow run's agent step
+    env_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)  # the request's env, encrypted
+    holding: Mapped[dict[str, str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    signal: Mapped[int | None] = mapped_column(Integer, default=None)
+    opened_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -44,19 +44,27 @@ if command -v setsid >/dev/null 2>&1; then setsid /bin/sh -c 'echo $$ > "$0"; ex
 else /bin/sh -c 'echo $$ > "$0"; exec "$@"' "$p" "$@"; fi
 c=$?; rm -f "$p"; exit $c
 """
-# HUP, TERM, KILL to the group, each given up to 1 s; exit 0 once the group is gone.
+# HUP, TERM, KILL to the group and to the session it leads (a program may have moved into
+# process groups of its own), each given up to 1 s; prints the signal that ended it.
 TERMINATE = """
 pg=$(cat "$1" 2>/dev/null) || exit 0
-case "$pg" in ''|*[!0-9]*) exit 0;; esac
+case "$pg" in ''|0|1|*[!0-9]*) exit 0;; esac
+alive() {
+  kill -0 -"$pg" 2>/dev/null && return 0
+  command -v pgrep >/dev/null 2>&1 && pgrep -s "$pg" >/dev/null 2>&1
+}
 for sig in HUP TERM KILL; do
-  kill -$sig -"$pg" 2>/dev/null || break
+  alive || break
+  kill -$sig -"$pg" 2>/dev/null
+  command -v pkill >/dev/null 2>&1 && pkill -$sig -s "$pg" 2>/dev/null
   i=0
-  while [ $i -lt 20 ] && kill -0 -"$pg" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
-  kill -0 -"$pg" 2>/dev/null || break
+  while [ $i -lt 20 ] && alive; do sleep 0.05; i=$((i+1)); done
+  alive || { echo "ended $sig"; break; }
 done
-if kill -0 -"$pg" 2>/dev/null; then exit 1; fi
+if alive; then exit 1; fi
 rm -f "$1"
 """
+_SIGNALS = {"HUP": 1, "TERM": 15, "KILL": 9}
 
 _STATUS: dict[str, ContainerStatus] = {
     "created": "created",
@@ -306,21 +314,23 @@ class DockerRuntime:
         code = info.get("ExitCode")
         return int(code) if code is not None and not info.get("Running") else None
 
-    async def end_group(self, container_id: str, pidfile: str, *, user: str) -> bool:
-        """Signal the process group named in ``pidfile`` (HUP, TERM, KILL, each given a
-        bounded time), as ``user``: what the pidfile says can only reach that user's own
-        processes. Answers whether the group is gone."""
+    async def end_group(self, container_id: str, pidfile: str, *, user: str) -> int | None:
+        """Signal the process group (and session) named in ``pidfile`` (HUP, TERM, KILL, each
+        given a bounded time), as ``user``: what the pidfile says can only reach that user's
+        own processes. Answers the signal that ended it (None: it was gone already, or could
+        not be ended, which is logged)."""
         try:
             result = await self.run_plain(
                 container_id, ["/bin/sh", "-c", TERMINATE, "agentdock-end", pidfile], user=user, timeout=15
             )
         except (aiodocker.DockerError, Unavailable) as exc:
             log.warning("session.terminate_failed", error=str(exc))
-            return False
+            return None
         if result.exit_code not in (0, None):
             log.warning("session.terminate_failed", error=result.text[-500:] or f"exit {result.exit_code}")
-            return False
-        return True
+            return None
+        words = result.text.split()
+        return _SIGNALS.get(words[-1]) if len(words) >= 2 and words[-2] == "ended" else None
 
     async def run_plain(self, container_id: str, argv: list[str], *, user: str, timeout: float) -> RunResult:
         """A short command of the service's own (no wrapper, no group): bounded output."""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import aiodocker
 import msgspec
 
 from service.actors import messages as m
@@ -23,12 +24,13 @@ from service.containers.schemas import Container, to_container
 from service.errors import AppError, Conflict, NotFound, Unavailable
 from service.logs import get_logger
 from service.metrics import instruments
+from service.runtimes import holder
 from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.build import BuildDefinition, BuildProgress, BuildResult, ensure_image, parse_definition
 from service.runtimes.docker import AGENT_UID, DockerRuntime, home_volume
 from service.runtimes.docker_pty import DockerExecPty
 from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, OnOutput, RunResult
-from service.runtimes.pty import PtyProcess, SpawnSpec
+from service.runtimes.pty import Holding, PtyProcess, SpawnSpec
 from service.runtimes.snapshot import SNAPSHOT_OUTPUT_LIMIT, snapshot_argv, snapshot_result
 
 log = get_logger(__name__)
@@ -54,6 +56,12 @@ Tell = Callable[[m.Message], Awaitable[None]]
 SaveContainerId = Callable[[str | None], Awaitable[None]]
 
 
+def instance_of(state: ContainerState) -> str:
+    """A container's id and start time: which run of the container a held session lives in."""
+    started = state.started_at.isoformat() if state.started_at is not None else ""
+    return f"{state.id}@{started}"
+
+
 class DockerEnvironment:
     kind: Literal["docker"] = "docker"
 
@@ -72,6 +80,8 @@ class DockerEnvironment:
         self.last_failure: str | None = None
         self._adopted = False
         self._checked: str | None = None  # the container whose image passed CHECK
+        self._instance: str | None = None  # the running container's id and start time
+        self._holder: dict[str, bool] = {}  # instance -> whether its image has the holder
         self._generation = 0
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -262,6 +272,7 @@ class DockerEnvironment:
             if not self.want_running:
                 self._deliberate(want_running=True)
             state = await self._bring_up()
+            self._instance = instance_of(state)
             if self._checked != state.id:
                 if self.definition is None:
                     self.definition = await self._read_definition()
@@ -437,8 +448,35 @@ class DockerEnvironment:
 
     async def spawn_pty(self, spec: SpawnSpec, *, key: str) -> PtyProcess:
         container_id = await self._running_id()
+        instance = self._instance
         spec = msgspec.structs.replace(spec, user=self.user)
-        return await DockerExecPty.spawn(self.runtime, container_id, spec, key=key)
+        held = instance is not None and await self._has_holder(container_id, instance)
+        return await DockerExecPty.spawn(self.runtime, container_id, spec, key=key, instance=instance if held else None)
+
+    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+        """Attach to a held program again, if the container it ran in still runs (the same
+        container, not restarted since). Never starts the container."""
+        async with self._lock:
+            await self._ensure_adopted()
+            if self._container_id is None:
+                return None
+            state = await self.runtime.inspect(self._container_id)
+        if state is None or state.status != "running" or instance_of(state) != holding.instance:
+            return None
+        spec = msgspec.structs.replace(spec, user=holding.user)
+        return await DockerExecPty.reattach(self.runtime, state.id, spec, key=key, instance=holding.instance)
+
+    async def _has_holder(self, container_id: str, instance: str) -> bool:
+        known = self._holder.get(instance)
+        if known is None:
+            try:
+                result = await self.runtime.run_plain(container_id, holder.PROBE, user=self.user, timeout=15)
+            except (aiodocker.DockerError, Unavailable):
+                return False  # asked again at the next session
+            known = self._holder[instance] = result.exit_code == 0
+            if not known:
+                log.info("session.holder_missing", container_id=container_id, holder=holder.HOLDER)
+        return known
 
     async def run(
         self,

@@ -6,6 +6,10 @@ start races the program. So a wrapper sets the size inside first (``stty``), rec
 pid (the process group: a TTY exec is a session leader) and execs the command. Docker has
 no call that ends an exec and closing its stream leaves the process running, so ending a
 session signals that process group inside the container and checks that it is gone.
+
+Where the container has ``dtach`` (the default image does), the program runs under it and
+outlives the service; the exec is dtach's client, and a new service attaches a new one
+(``reattach``). See ``service.runtimes.holder``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import aiodocker
 
 from service.errors import Unavailable
 from service.logs import get_logger
+from service.runtimes import holder
 from service.runtimes.docker import WORKDIR, DockerRuntime
-from service.runtimes.pty import ExitStatus, OnData, OnEof, SpawnSpec
+from service.runtimes.pty import ExitStatus, Holding, OnData, OnEof, SpawnSpec
 
 log = get_logger(__name__)
 
@@ -29,7 +34,15 @@ WRAPPER = 'echo $$ > "$1"; stty rows "$2" cols "$3" 2>/dev/null; shift 3; exec "
 
 class DockerExecPty:
     def __init__(
-        self, runtime: DockerRuntime, *, container_id: str, exec_: Any, stream: Any, pidfile: str, user: str
+        self,
+        runtime: DockerRuntime,
+        *,
+        container_id: str,
+        exec_: Any,
+        stream: Any,
+        pidfile: str,
+        user: str,
+        instance: str | None = None,
     ) -> None:
         self.runtime = runtime
         self.container_id = container_id
@@ -37,15 +50,51 @@ class DockerExecPty:
         self.stream = stream
         self.pidfile = pidfile
         self.user = user
+        # Held by dtach (``instance`` given): the holder's files share this prefix.
+        self.holding = Holding(instance=instance, user=user) if instance is not None else None
+        self.held_at = pidfile.removesuffix(".pid") if instance is not None else None
+        self._ending: asyncio.Future[int | None] | None = None  # the signal `terminate` ended it with
         self._reader: asyncio.Task[None] | None = None
         self._size: tuple[int, int] | None = None
         self._program_started = False
         self._reapply: asyncio.Task[None] | None = None
 
     @classmethod
-    async def spawn(cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str) -> DockerExecPty:
+    async def spawn(
+        cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str, *, instance: str | None = None
+    ) -> DockerExecPty:
+        """Start the program; under the holder when the container has it (``instance``: the
+        container's id and start time, recorded so that a later service can attach again)."""
+        size = [str(spec.rows), str(spec.cols)]
+        if instance is not None:
+            at = holder.base(key)
+            argv = ["/bin/sh", "-c", holder.SPAWN, "agentdock-session", at, *size, *spec.argv]
+            return await cls._start(runtime, container_id, spec, argv, pidfile=f"{at}.pid", instance=instance)
         pidfile = f"/tmp/.agentdock-session-{key}.pid"  # noqa: S108 - inside the container
-        argv = ["/bin/sh", "-c", WRAPPER, "agentdock-session", pidfile, str(spec.rows), str(spec.cols), *spec.argv]
+        argv = ["/bin/sh", "-c", WRAPPER, "agentdock-session", pidfile, *size, *spec.argv]
+        return await cls._start(runtime, container_id, spec, argv, pidfile=pidfile, instance=None)
+
+    @classmethod
+    async def reattach(
+        cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str, *, instance: str
+    ) -> DockerExecPty:
+        """Attach to a held program that a previous service started. When it is gone, the
+        exec ends at once and ``wait`` tells how the program ended."""
+        at = holder.base(key)
+        argv = ["/bin/sh", "-c", holder.REATTACH, "agentdock-session", at, str(spec.rows), str(spec.cols)]
+        return await cls._start(runtime, container_id, spec, argv, pidfile=f"{at}.pid", instance=instance)
+
+    @classmethod
+    async def _start(
+        cls,
+        runtime: DockerRuntime,
+        container_id: str,
+        spec: SpawnSpec,
+        argv: list[str],
+        *,
+        pidfile: str,
+        instance: str | None,
+    ) -> DockerExecPty:
         user = spec.user or ""
         engine = runtime.engine
         try:
@@ -62,9 +111,21 @@ class DockerExecPty:
                 await stream.__aenter__()
         except aiodocker.DockerError as exc:
             raise Unavailable(f"the session could not start in the container: {exc.message}") from None
-        return cls(runtime, container_id=container_id, exec_=exec_, stream=stream, pidfile=pidfile, user=user)
+        return cls(
+            runtime,
+            container_id=container_id,
+            exec_=exec_,
+            stream=stream,
+            pidfile=pidfile,
+            user=user,
+            instance=instance,
+        )
 
     def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
+        if self.held_at is not None:  # what dtach's client adds of its own is not the program's
+            client = holder.ClientFilter(on_data, on_eof)
+            on_data, on_eof = client.data, client.eof
+
         async def pump() -> None:
             try:
                 while (message := await self.stream.read_out()) is not None:
@@ -100,9 +161,16 @@ class DockerExecPty:
                 await self.exec.resize(h=rows, w=cols)
 
     async def terminate(self) -> None:
-        await self.runtime.end_group(self.container_id, self.pidfile, user=self.user)
+        self._ending = asyncio.get_running_loop().create_future()
+        signal = None
+        try:
+            signal = await self.runtime.end_group(self.container_id, self.pidfile, user=self.user)
+        finally:
+            self._ending.set_result(signal)
 
     async def wait(self) -> ExitStatus:
+        if self.held_at is not None:
+            return await self._collect()
         info: dict[str, Any] = {}
         for _ in range(200):
             try:
@@ -117,6 +185,22 @@ class DockerExecPty:
         if code is None or info.get("Running"):
             return ExitStatus(exit_code=None)
         return ExitStatus(exit_code=code, signal=code - 128 if code > 128 else None)
+
+    async def _collect(self) -> ExitStatus:
+        """The held program's status, from the file its wrapper wrote; then its files go."""
+        try:
+            result = await self.runtime.run_plain(
+                self.container_id,
+                ["/bin/sh", "-c", holder.COLLECT, "agentdock-collect", self.held_at or ""],
+                user=self.user,
+                timeout=15,
+            )
+        except (aiodocker.DockerError, Unavailable):
+            return ExitStatus(exit_code=None)
+        code = holder.parse_exit(result.text)
+        # Killed by `terminate`, whose answer may come after the stream's end: wait for it.
+        signal = await asyncio.shield(self._ending) if code is None and self._ending is not None else None
+        return holder.ended(code, signal)
 
     async def close(self) -> None:
         if self._reapply is not None:

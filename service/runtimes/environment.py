@@ -21,7 +21,7 @@ import msgspec
 from service.actors import messages as m
 from service.containers.schemas import Container
 from service.runtimes.base import ContainerState, ProjectRef, RuntimeKind
-from service.runtimes.pty import PtyProcess, SpawnSpec
+from service.runtimes.pty import Holding, PtyProcess, SpawnSpec
 
 # What a command prints is kept as a bounded tail of this many bytes, whatever it prints.
 OUTPUT_LIMIT = 64 * 1024
@@ -147,7 +147,14 @@ class Environment(Protocol):
         ...
 
     async def spawn_pty(self, spec: SpawnSpec, *, key: str) -> PtyProcess:
-        """Start ``spec.argv`` under a PTY in the workspace (docker: as ``agent``)."""
+        """Start ``spec.argv`` under a PTY in the workspace (docker: as ``agent``, held by
+        dtach where the image has it: the process's ``holding`` then says where)."""
+        ...
+
+    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+        """Attach again to a held program that an earlier service started (``spec`` gives
+        the size and environment of the new attachment). None: it cannot be there any more
+        (the container stopped or restarted since); local: always None."""
         ...
 
     async def run(

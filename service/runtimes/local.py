@@ -21,7 +21,7 @@ from service.errors import Conflict
 from service.runtimes.base import ContainerState, ProjectRef
 from service.runtimes.environment import BASE_ENV, OUTPUT_LIMIT, BoundedSink, OnOutput, RunResult, TailBuffer
 from service.runtimes.local_pty import LocalPty
-from service.runtimes.pty import PtyProcess, SpawnSpec
+from service.runtimes.pty import Holding, PtyProcess, SpawnSpec
 from service.runtimes.snapshot import SNAPSHOT_OUTPUT_LIMIT, snapshot_argv, snapshot_result
 
 READ_CHUNK = 65536
@@ -95,6 +95,9 @@ class LocalEnvironment:
             return await LocalPty.spawn(spec, cwd=cwd)
         except Exception as exc:  # ptyprocess raises plain Exception for a missing program
             raise Conflict(f"could not start {spec.argv[0]!r}: {exc}") from None
+
+    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+        return None  # a local session ends with the service that started it
 
     async def run(
         self,

@@ -11,12 +11,14 @@ import time
 
 import ptyprocess
 
-from service.runtimes.pty import TERMINATION, ExitStatus, OnData, OnEof, SpawnSpec
+from service.runtimes.pty import TERMINATION, ExitStatus, Holding, OnData, OnEof, SpawnSpec
 
 READ_SIZE = 65536
 
 
 class LocalPty:
+    holding: Holding | None = None  # a local session ends with the service (no holder on the host)
+
     def __init__(self, process: ptyprocess.PtyProcess) -> None:
         self.process = process
         self.fd: int = process.fd

@@ -33,7 +33,18 @@ class SpawnSpec(msgspec.Struct, frozen=True, kw_only=True):
     cwd: str | None = None  # a directory of the workspace (relative), e.g. a run's worktree
 
 
+class Holding(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a held program lives (docker, under dtach): enough for a later service to attach
+    to it again. ``instance`` is the container's id and start time: a container that has
+    restarted since holds none of its old sessions."""
+
+    instance: str
+    user: str
+
+
 class PtyProcess(Protocol):
+    holding: Holding | None  # None: the program ends with this service (local; no holder)
+
     def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
         """Deliver every chunk of output to ``on_data``, then call ``on_eof`` once."""
         ...

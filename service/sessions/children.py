@@ -1,11 +1,16 @@
 """The sessions of one project, as children of its supervisor: opened, restarted under the
-restart policy, and ended only from the supervisor's loop."""
+restart policy, and ended only from the supervisor's loop.
+
+A session whose program a holder keeps (docker, dtach) is recorded (``SessionStore``): when
+the service stops, it is let go of, not ended (``release_all``), and the next service's
+supervisor attaches to it again before anything else (``restore``), with the same id, state
+and scrollback."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal
 from uuid import UUID
 
 from service.actors import messages as m
@@ -18,6 +23,7 @@ from service.runtimes.environment import Environment
 from service.runtimes.pty import ExitStatus, PtyProcess, SpawnSpec
 from service.secrets.services import AgentEnvironment
 from service.sessions.session import PtySession
+from service.sessions.store import SessionRecord, SessionStore
 
 log = get_logger(__name__)
 
@@ -57,8 +63,11 @@ class SessionSet:
         policy: RestartPolicy,
         index: SessionIndex,
         agent_environment: Callable[[], Awaitable[AgentEnvironment]] | None = None,
+        store: SessionStore | None = None,
     ) -> None:
         self.agent_environment = agent_environment
+        self.store = store
+        self._restored = False
         self.mailbox = mailbox
         self.environment = environment
         self.policy = policy
@@ -78,9 +87,7 @@ class SessionSet:
         if running >= MAX_RUNNING:
             raise Conflict(f"project {project.name!r} already runs {running} sessions (the limit)")
         command = list(msg.command) if msg.command else environment.default_shell
-        # The operator's env file, the project's env and secrets: only in this exec's environment.
-        agent_env = (await self.agent_environment()).env if self.agent_environment is not None else {}
-        env = {**environment.session_env(), **agent_env, **(msg.env or {})}
+        env = await self._env(msg.env)
         restart: Literal["never", "on-failure"] = "on-failure" if msg.restart == "on-failure" else "never"
         session = PtySession(
             project_id=project.id,
@@ -96,10 +103,33 @@ class SessionSet:
         )
         session.attach_process(await self._spawn(session))
         self._keep(session)
+        if session.holding is not None and self.store is not None:
+            await self.store.add(
+                SessionRecord(
+                    id=session.id,
+                    project_id=project.id,
+                    command=command,
+                    cols=msg.cols,
+                    rows=msg.rows,
+                    restart=restart,
+                    is_default=is_default,
+                    render=msg.render,
+                    cwd=msg.cwd,
+                    run_id=msg.run_id,
+                    env=dict(msg.env or {}),
+                    holding=session.holding,
+                    opened_at=session.created_at,
+                )
+            )
         log.info(
             "session.opened", session_id=str(session.id), command=command, cols=msg.cols, rows=msg.rows, restart=restart
         )
         return session
+
+    async def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
+        # The operator's env file, the project's env and secrets: only in this exec's environment.
+        agent_env = (await self.agent_environment()).env if self.agent_environment is not None else {}
+        return {**self.environment.session_env(), **agent_env, **(extra or {})}
 
     async def default(self, msg: m.DefaultSession) -> PtySession:
         for session in self.sessions.values():
@@ -119,6 +149,8 @@ class SessionSet:
             self._forget(old)
 
     def _forget(self, session: PtySession) -> None:
+        if session.holding is not None and self.store is not None:
+            self._background(self.store.remove(session.id), f"session-forget-{session.id}")
         self.sessions.pop(session.id, None)
         self._trackers.pop(session.id, None)
         timer = self._timers.pop(session.id, None)
@@ -142,6 +174,7 @@ class SessionSet:
         if session is None:
             return
         log.info("session.exited", session_id=str(session.id), exit_code=msg.exit_code, signal=msg.signal)
+        await self._record_state(session)
         mode = RestartMode.ON_FAILURE if session.restart == "on-failure" else RestartMode.NEVER
         policy = RestartPolicy(mode=mode)
         if session.ending or not policy.should_restart(failed=msg.exit_code != 0):
@@ -178,6 +211,9 @@ class SessionSet:
             return
         session.restart_count += 1
         session.attach_process(process)
+        if session.holding is not None and self.store is not None:
+            await self.store.update(session.id, restart_count=session.restart_count, holding=session.holding)
+        await self._record_state(session)
         log.info("session.restarted", session_id=str(session.id), restart_count=session.restart_count)
 
     # --- ending -----------------------------------------------------------------------
@@ -192,8 +228,107 @@ class SessionSet:
         log.info("session.closed", session_id=str(session.id), exit_code=session.exit_code, signal=session.signal)
 
     async def close_all(self) -> None:
-        """End every session (the supervisor is stopping for good)."""
+        """End every session (the project is deleted)."""
         self._generation += 1
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*(self.close(sid) for sid in list(self.sessions)), return_exceptions=True)
+
+    async def release_all(self) -> None:
+        """The service stops: held sessions are let go of (their programs go on, their
+        scrollback is saved for the next service); the others end."""
+        self._generation += 1
+        for task in list(self._deliveries):
+            task.cancel()
+        held = [s for s in self.sessions.values() if s.holding is not None and s.running and self.store is not None]
+        for session in held:
+            self.sessions.pop(session.id, None)
+            self.index.remove(session)
+            timer = self._timers.pop(session.id, None)
+            if timer is not None:
+                timer.cancel()
+        await asyncio.gather(*(self._release(session) for session in held), return_exceptions=True)
+        await asyncio.gather(*(self.close(sid) for sid in list(self.sessions)), return_exceptions=True)
+
+    async def _release(self, session: PtySession) -> None:
+        await session.release()
+        await self.save_scrollback(session)
+        log.info("session.released", session_id=str(session.id), project_id=str(session.project_id))
+
+    async def save_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await self.save_scrollback(session)
+
+    async def save_scrollback(self, session: PtySession) -> None:
+        version = session.scrollback.version
+        if self.store is None or session.holding is None or version == session.saved_version:
+            return
+        await self.store.save_scrollback(session.id, session.scrollback.data())
+        session.saved_version = version
+
+    # --- the sessions a previous service left running ------------------------------------
+
+    async def restore(self) -> None:
+        """Attach again to the held sessions of the project (once, when the supervisor first
+        runs): running ones get a new client; ones that ended meanwhile report how."""
+        if self._restored or self.store is None:
+            return
+        records = await self.store.of_project(self.environment.project.id)
+        self._restored = True
+        for record in records:
+            if record.id in self.sessions:
+                continue
+            try:
+                await self._restore(record)
+            except Exception as exc:  # one session that cannot come back does not stop the rest
+                log.warning("session.restore_failed", session_id=str(record.id), error=f"{type(exc).__name__}: {exc}")
+
+    async def _restore(self, record: SessionRecord) -> None:
+        restart: Literal["never", "on-failure"] = "on-failure" if record.restart == "on-failure" else "never"
+        env = await self._env(record.env)
+        session = PtySession(
+            project_id=record.project_id,
+            command=record.command,
+            cols=record.cols,
+            rows=record.rows,
+            env=env,
+            restart=restart,
+            on_exit=self._exited,
+            is_default=record.is_default,
+            renderer=make_renderer(record.render),
+            cwd=record.cwd,
+            session_id=record.id,
+            created_at=record.opened_at,
+        )
+        session.restart_count = record.restart_count
+        session.holding = record.holding
+        saved = await self.store.load_scrollback(record.id, session.scrollback.limit) if self.store else b""
+        if saved:
+            session.scrollback.restore(saved)
+            session.saved_version = session.scrollback.version
+        process = None
+        if record.state == "running":
+            spec = SpawnSpec(argv=record.command, cols=record.cols, rows=record.rows, env=env, cwd=record.cwd)
+            process = await self.environment.reattach_pty(spec, key=record.id.hex, holding=record.holding)
+        if process is None:
+            if record.state == "running":  # its container stopped or restarted since: it is gone
+                session.ended_before("error", None, None)
+                await self._record_state(session)
+            else:
+                session.ended_before(record.state, record.exit_code, record.signal)
+            self._keep(session)
+            log.info("session.restored", session_id=str(session.id), state=session.state, exit_code=session.exit_code)
+            return
+        session.attach_process(process)
+        self._keep(session)
+        log.info("session.restored", session_id=str(session.id), state=session.state, exit_code=session.exit_code)
+
+    async def _record_state(self, session: PtySession) -> None:
+        if session.holding is None or self.store is None or session.id not in self.sessions:
+            return
+        await self.store.update(session.id, state=session.state, exit_code=session.exit_code, signal=session.signal)
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)

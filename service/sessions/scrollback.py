@@ -33,6 +33,7 @@ class Scrollback:
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._trimmed = False
+        self.version = 0  # moves with every append: the saved copy is stale when it differs
 
     def __len__(self) -> int:
         return self._size
@@ -43,6 +44,7 @@ class Scrollback:
             return
         self._chunks.append(data)
         self._size += len(data)
+        self.version += 1
         while self._size > self.limit:
             head = self._chunks[0]
             excess = self._size - self.limit
@@ -53,6 +55,18 @@ class Scrollback:
                 self._chunks[0] = head[excess:]
                 self._size -= excess
             self._trimmed = True
+
+    def data(self) -> bytes:
+        """What the ring holds, from a safe start (to save it)."""
+        data = b"".join(self._chunks)
+        return _safe_start(data) if self._trimmed else data
+
+    def restore(self, data: bytes) -> None:
+        """Start from a saved ring (a session re-adopted by a new service)."""
+        self._chunks.clear()
+        self._size = 0
+        self._trimmed = False
+        self.append(data.decode("utf-8", errors="replace"))
 
     def replay(self) -> str:
         """The text to send a viewer on attach."""

@@ -21,7 +21,7 @@ import msgspec
 from service.agents.stream import ClaudeStreamRenderer
 from service.logs import get_logger
 from service.metrics import instruments
-from service.runtimes.pty import ExitStatus, PtyProcess
+from service.runtimes.pty import ExitStatus, Holding, PtyProcess
 from service.sessions.schemas import OutputFrame, Session, SessionState, StatusFrame
 from service.sessions.scrollback import DEFAULT_LIMIT, Scrollback
 from service.sessions.viewer import DEFAULT_VIEWER_LIMIT, Frame, Viewer
@@ -54,9 +54,11 @@ class PtySession:
         is_default: bool = False,
         renderer: ClaudeStreamRenderer | None = None,
         cwd: str | None = None,
+        session_id: UUID | None = None,
+        created_at: datetime | None = None,
     ) -> None:
         self.cwd = cwd  # where the program runs, relative to the workspace (None: its root)
-        self.id = uuid4()
+        self.id = session_id or uuid4()
         self.project_id = project_id
         self.command = command
         self.cols = cols
@@ -65,7 +67,10 @@ class PtySession:
         self.restart = restart
         self.is_default = is_default
         self.renderer = renderer  # turns an agent's structured output into readable lines
-        self.created_at = datetime.now(UTC)
+        self.created_at = created_at or datetime.now(UTC)
+        self.holding: Holding | None = None  # set when a holder keeps the program (it outlives us)
+        self.saved_version = -1  # the scrollback's version last saved to disk
+        self._released = False  # let go of (service shutdown), not ended: its end is not ours to see
         self.state: SessionState = "running"
         self.exit_code: int | None = None
         self.signal: int | None = None
@@ -91,6 +96,7 @@ class PtySession:
     def attach_process(self, process: PtyProcess) -> None:
         """Run ``process`` as this session's program (first start, or a restart in place)."""
         self._process = process
+        self.holding = process.holding
         self._decoder.reset()
         self.state, self.exit_code, self.signal = "running", None, None
         self._exited.clear()
@@ -135,7 +141,7 @@ class PtySession:
 
     def _on_eof(self) -> None:
         process = self._process
-        if process is None:
+        if process is None or self._released:
             return
         self._waiter = asyncio.create_task(self._finish(process), name=f"session-exit-{self.id}")
 
@@ -174,6 +180,17 @@ class PtySession:
                 await self._exited.wait()
         except TimeoutError:
             log.warning("session.end_timeout", session_id=str(self.id))
+
+    async def release(self) -> None:
+        """Let go of a held program without ending it (the service stops; a later one attaches
+        again): the stream closes, the program and its holder stay."""
+        self._released = True
+        await self.close()
+
+    def ended_before(self, state: SessionState, exit_code: int | None, signal: int | None) -> None:
+        """A re-adopted session whose program had already ended (or could not be found)."""
+        self.state, self.exit_code, self.signal = state, exit_code, signal
+        self._exited.set()
 
     async def close(self) -> None:
         """Release everything (after ``end``); viewers are told it is gone by their sockets."""

@@ -27,7 +27,7 @@ from service.sessions.session import PtySession
 from service.workflows import gates, testrun
 from service.workflows.definitions import StepDefinition, get_workflow, render_prompt
 from service.workflows.events import RunEvents
-from service.workflows.schemas import GateResult, Run
+from service.workflows.schemas import GateResult, Run, Step
 from service.workflows.store import ProjectWorkflowSettings, RunStore, now, project_workflow_settings
 
 log = get_logger(__name__)
@@ -163,8 +163,10 @@ class RunExecution:
         self, run: Run, position: int, step: StepDefinition, settings: ProjectWorkflowSettings
     ) -> Run:
         record = run.steps[position]
-        # A step that was running when the service stopped re-runs its attempt from the beginning.
+        # A step that was running when the service stopped: its agent is watched again where a
+        # holder kept its session; otherwise its attempt re-runs from the beginning.
         attempt = record.attempts if record.state == "running" and record.attempts else record.attempts + 1
+        resuming = record.state == "running"  # its agent may still run, kept by the holder
         failure = record.gate.retry_with if record.gate is not None else None
         conversation: str | None = None  # the agent's own conversation, continued on a retry
         patterns = settings.test_patterns
@@ -186,8 +188,14 @@ class RunExecution:
             prompt = render_prompt(
                 task=run.task, step=step, test_command=settings.test_command, attempt=attempt, failure=failure
             )
-            session = await self._open_agent(run, step, attempt, prompt, settings, conversation=conversation)
-            await self._save_step(position, "step.session", session_id=str(session.id))
+            session = await self._surviving(record) if resuming else None
+            resuming = False
+            if session is not None:  # the service restarted; the agent went on: watch it, not again
+                self.session_id = session.id
+                self.log.info("workflow.step.reattached", step=step.name, attempt=attempt, session_id=str(session.id))
+            else:
+                session = await self._open_agent(run, step, attempt, prompt, settings, conversation=conversation)
+                await self._save_step(position, "step.session", session_id=str(session.id))
             ended = await self._agent_ended(session, run, position=position, step=step, attempt=attempt, env=agent_env)
             conversation = ended or conversation
             result = await self._gate(step, settings, patterns, snapshots, agent_env)
@@ -256,6 +264,17 @@ class RunExecution:
             await self._fail_step(position, GateResult(passed=False, reason=f"the agent is blocked: {blocked}"))
             raise StepEnded("blocked", blocked)
         return report.session_id if report is not None else None
+
+    async def _surviving(self, record: Step) -> PtySession | None:
+        """The session of a step that was running when the service stopped, if a holder kept it."""
+        if not record.session_id:
+            return None
+        try:
+            session_id = UUID(record.session_id)
+        except ValueError:
+            return None
+        session: PtySession | None = await self.ask(m.FindSession(session_id=session_id), 30)
+        return session
 
     async def _open_agent(
         self,

@@ -1,0 +1,137 @@
+"""Sessions that outlive the service (docker runtime, the program held by dtach in the
+container): a SIGKILL of the service and a new start on the same data leave the program
+running; the new service re-adopts it with its id, state and scrollback; DELETE still ends it;
+a workflow's agent step in flight is watched again, not run again."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUSYBOX_IMAGE, remove_project_containers
+from tests.live import LiveServer
+from tests.test_workflows import BASE_IMAGE, agent_project, start_run, step, wait_run
+
+pytestmark = pytest.mark.usefixtures("docker_available")
+
+TICKER = 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'
+
+
+def ticks(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"tick (\d+)", text)]
+
+
+def container_ps(container_id: str) -> str:
+    return subprocess.run(
+        ["docker", "exec", container_id, "ps", "-o", "pid,args"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
+    first.start()
+    ids: set[str] = set()
+    second: LiveServer | None = None
+    try:
+        async with first.client() as client:
+            project = await first.project(client, f"s-{uuid.uuid4().hex[:8]}")
+            ids = first.project_ids
+            session = await first.session(client, project, command=["sh", "-c", TICKER])
+            exiting = await first.session(client, project, command=["sh", "-c", "read line; exit 7"])
+            container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
+        async with first.connect(session["id"]) as term:
+            await term.until_output("tick 5\r\n")
+            before = max(ticks(term.output))
+            await asyncio.sleep(1.5)  # the scrollback is saved once a second while it changes
+            before = max(ticks(term.output))
+            first.kill()
+
+        # The program runs on with no service at all.
+        await asyncio.sleep(1.0)
+        assert "tick" in container_ps(container) and "dtach" in container_ps(container)
+
+        second = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
+        second.start()
+        async with second.client() as client:
+            body = (await client.get(f"/api/sessions/{session['id']}")).json()
+            assert body["state"] == "running" and body["id"] == session["id"]
+            assert body["command"] == ["sh", "-c", TICKER]
+        async with second.connect(session["id"]) as term:
+            first_frame = await term.recv()
+            assert first_frame == {"type": "status", "state": "running"}
+            replay = await term.recv()
+            assert replay["type"] == "output"
+            replayed = ticks(replay["data"])
+            # What the first service had shown is replayed: from tick 1 up to where it was.
+            assert replayed[0] == 1 and replayed[-1] >= before - 5, (replayed[-5:], before)
+            # ... and the same program goes on counting (no new program: it did not restart at 1).
+            await term.until(lambda _m, t: max(ticks(t.output)) > before + 10, timeout=15)
+            live = ticks(term.output[len(replay["data"]) :])
+            assert live and min(live) > before and 1 not in live
+
+        # A session that ends while it is held reports its exit code through the new service.
+        async with second.connect(exiting["id"]) as term:
+            await term.until(lambda m, _t: m["type"] == "status")
+            await term.type("bye\n")
+            status = await term.until_status("exited")
+            assert status.get("exit_code") == 7
+
+        # DELETE still ends the program's process group, in the container.
+        async with second.client() as client:
+            assert (await client.delete(f"/api/sessions/{session['id']}")).status_code == 204
+            assert (await client.get(f"/api/sessions/{session['id']}")).status_code == 404
+        ps = container_ps(container)
+        assert "tick" not in ps and TICKER[:10] not in ps, ps
+        restored = [e for e in second.events("session.restored") if e["session_id"] == session["id"]]
+        assert restored and restored[-1]["state"] == "running"
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+        await remove_project_containers(ids)
+
+
+async def test_an_agent_step_in_flight_survives_a_sigkill_and_is_not_run_again(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"AGENTDOCK_WORKFLOW_MIN_IDLE_S": "1"}
+    first = LiveServer(data, runtime="docker", image=BASE_IMAGE, extra_env=env)
+    first.start()
+    ids: set[str] = set()
+    second: LiveServer | None = None
+    try:
+        async with first.client() as client:
+            project = await agent_project(first, client, "honest", delay=6)
+            ids = first.project_ids
+            run = await start_run(client, project)
+            running = await wait_run(
+                client, run["id"], lambda r: step(r, "green")["state"] == "running" and step(r, "green")["session_id"]
+            )
+            green_session = step(running, "green")["session_id"]
+        await asyncio.sleep(1.0)
+        first.kill()  # mid-step: the agent is thinking
+
+        second = LiveServer(data, runtime="docker", image=BASE_IMAGE, extra_env=env)
+        second.start()
+        async with second.client() as client:
+            done = await wait_run(client, run["id"])
+        assert done["state"] == "succeeded", done
+        green = step(done, "green")
+        assert green["attempts"] == 1
+        assert green["session_id"] == green_session  # the same session, watched again
+        reattached = [e for e in second.events("workflow.step.reattached") if e["run_id"] == run["id"]]
+        assert len(reattached) == 1 and reattached[0]["session_id"] == green_session
+        # One agent session per step was ever opened (the log holds both services' lines):
+        # green's agent was not started a second time.
+        opened = [e["session_id"] for e in second.events("session.opened") if "fake_agent" in str(e.get("command"))]
+        assert sorted(opened) == sorted(s["session_id"] for s in done["steps"] if s["session_id"])
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+        await remove_project_containers(ids)
