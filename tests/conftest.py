@@ -217,3 +217,10 @@ async def create_project(client: AsyncTestClient[Litestar], settings: Settings, 
     with (settings.data_dir / "created-projects").open("a") as marker:
         marker.write(project["id"] + "\n")
     return project
+
+
+def counted(counter: Any) -> float:
+    """A counter's value (or a labelled child's), read through prometheus_client's public API."""
+    return sum(
+        sample.value for metric in counter.collect() for sample in metric.samples if sample.name.endswith("_total")
+    )

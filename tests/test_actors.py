@@ -22,11 +22,20 @@ from service.app import create_app
 from service.db.config import database_config
 from service.docker.engine import DockerEngine
 from service.errors import Conflict, NotFound, Unavailable
+from service.metrics import instruments
 from service.projects.schemas import ProjectCreate
 from service.projects.services import ProjectService
 from service.settings import Settings
 from service.state import AppState
-from tests.conftest import BUSYBOX_IMAGE, TOKEN, CapturedLogs, create_project, remove_project_containers, wait_until
+from tests.conftest import (
+    BUSYBOX_IMAGE,
+    TOKEN,
+    CapturedLogs,
+    counted,
+    create_project,
+    remove_project_containers,
+    wait_until,
+)
 from tests.socket_proxy import SocketProxy
 
 
@@ -121,6 +130,7 @@ async def test_crashed_supervisor_is_restarted_and_others_keep_working(
         return await original(self, message)
 
     monkeypatch.setattr(ProjectSupervisor, "handle", faulty)
+    crashes_before = counted(instruments.SUPERVISOR_CRASHES)
     async with running_state(settings) as state:
         registry = state.registry
         first = registry.supervisor(a_id)
@@ -135,6 +145,7 @@ async def test_crashed_supervisor_is_restarted_and_others_keep_working(
         with pytest.raises(Conflict):
             await registry.ask(a_id, m.GetContainer(), timeout=5)
     crashed = logs.events("supervisor.crashed")
+    assert counted(instruments.SUPERVISOR_CRASHES) - crashes_before == 1
     assert crashed[0]["project_id"] == str(a_id)
     assert "handler bug" in crashed[0]["error"]
     assert {e["project_id"] for e in logs.events("supervisor.stopped")} == {str(a_id), str(b_id)}
@@ -167,6 +178,7 @@ async def test_supervisor_crashing_too_often_gives_up(
         return await original(self, message)
 
     monkeypatch.setattr(ProjectSupervisor, "handle", always_fails)
+    crashes_before, gave_up_before = counted(instruments.SUPERVISOR_CRASHES), counted(instruments.SUPERVISOR_GAVE_UP)
     async with running_state(settings) as state:
         registry = state.registry
         limit = registry.supervisor_policy.max_restarts
@@ -178,6 +190,8 @@ async def test_supervisor_crashing_too_often_gives_up(
         with pytest.raises(Unavailable, match="crashed more than"):
             await registry.ask(a_id, m.GetContainer(), timeout=5)
     assert len(logs.events("supervisor.crashed")) == limit + 1
+    assert counted(instruments.SUPERVISOR_CRASHES) - crashes_before == limit + 1
+    assert counted(instruments.SUPERVISOR_GAVE_UP) - gave_up_before == 1
 
 
 @pytest.mark.usefixtures("docker_available")
@@ -188,6 +202,7 @@ async def test_event_stream_lost_resubscribes_and_reconciles(
     proxy.start()
     monkeypatch.setenv("DOCKER_HOST", proxy.url)
     project: dict[str, Any] = {}
+    losses_before = counted(instruments.DOCKER_EVENT_STREAM_LOSSES)
     try:
         async with AsyncTestClient(app=create_app(docker_settings)) as client:
             client.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -198,6 +213,7 @@ async def test_event_stream_lost_resubscribes_and_reconciles(
             proxy.accepting = False
             proxy.cut()
             await wait_until(lambda: logs.events("docker.events.lost"), timeout=10)
+            assert counted(instruments.DOCKER_EVENT_STREAM_LOSSES) > losses_before
             # ... and meanwhile the container dies, an event nobody receives.
             real_engine = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
             subprocess.run(["docker", "kill", cid], check=True, capture_output=True, timeout=30, env=real_engine)

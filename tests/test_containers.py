@@ -14,8 +14,17 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from service.app import create_app
+from service.metrics import instruments
 from service.settings import Settings
-from tests.conftest import BUSYBOX_IMAGE, TOKEN, CapturedLogs, create_project, remove_project_containers, wait_until
+from tests.conftest import (
+    BUSYBOX_IMAGE,
+    TOKEN,
+    CapturedLogs,
+    counted,
+    create_project,
+    remove_project_containers,
+    wait_until,
+)
 
 Client = AsyncTestClient[Litestar]
 pytestmark = pytest.mark.usefixtures("docker_available")
@@ -148,6 +157,8 @@ async def test_killed_over_and_over_gives_up(
     docker_client: Client, docker_settings: Settings, logs: CapturedLogs
 ) -> None:
     project = await create_project(docker_client, docker_settings, name="storm")
+    gave_up_before = counted(instruments.CONTAINER_GAVE_UP)
+    restarts_before = counted(instruments.CONTAINER_RESTARTS.labels(reason="failure"))
     cid = (await docker_client.post(f"/api/projects/{project['id']}/container/start")).json()["id"]
     await wait_until(lambda: logs.events("docker.events.subscribed"), timeout=10)
     limit = docker_settings.restart_max
@@ -163,6 +174,8 @@ async def test_killed_over_and_over_gives_up(
     assert state["restart_count"] == limit
     assert "137" in state["last_failure"]
     assert len(logs.events("container.restarted")) == limit
+    assert counted(instruments.CONTAINER_GAVE_UP) - gave_up_before == 1
+    assert counted(instruments.CONTAINER_RESTARTS.labels(reason="failure")) - restarts_before == limit
     assert inspect(cid, "{{.State.Running}}") == "false"
     # A person may start it again: that clears the error.
     again = await docker_client.post(f"/api/projects/{project['id']}/container/start")
