@@ -104,7 +104,8 @@ class SessionSet:
         session.attach_process(await self._spawn(session))
         self._keep(session)
         if session.holding is not None and self.store is not None:
-            await self.store.add(
+            await self._record(
+                session,
                 SessionRecord(
                     id=session.id,
                     project_id=project.id,
@@ -119,12 +120,22 @@ class SessionSet:
                     env=dict(msg.env or {}),
                     holding=session.holding,
                     opened_at=session.created_at,
-                )
+                ),
             )
         log.info(
             "session.opened", session_id=str(session.id), command=command, cols=msg.cols, rows=msg.rows, restart=restart
         )
         return session
+
+    async def _record(self, session: PtySession, record: SessionRecord) -> None:
+        """Record a held session; one that cannot be recorded ends with this service, as an
+        unheld one does (a program nobody would find again must not be left running)."""
+        assert self.store is not None
+        try:
+            await self.store.add(record)
+        except Exception as exc:
+            session.holding = None
+            log.warning("session.record_failed", session_id=str(session.id), error=f"{type(exc).__name__}: {exc}")
 
     async def _env(self, extra: dict[str, str] | None) -> dict[str, str]:
         # The operator's env file, the project's env and secrets: only in this exec's environment.
