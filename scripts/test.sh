@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export AGENTDOCK_SETUP_DOCKER=1
 bash scripts/setup.sh
 bash scripts/setup-browser.sh
+bash scripts/setup-promtool.sh
 
 if [[ "${CI:-}" == "true" ]]; then
     export AGENTDOCK_REQUIRE_DOCKER=1

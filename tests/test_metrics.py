@@ -82,6 +82,13 @@ async def test_metrics_are_not_in_the_openapi_schema(client: AsyncTestClient[Lit
 # --- what it says (in process) --------------------------------------------------------------
 
 
+async def test_every_final_run_state_is_exposed_from_the_start(client: AsyncTestClient[Litestar]) -> None:
+    # A series that appears only at its first run would hide that run from rate()/increase().
+    samples = parse((await client.get("/metrics")).text)
+    states = {dict(labels)["state"] for (name, labels) in samples if name == "agentdock_workflow_runs_finished_total"}
+    assert states == {"succeeded", "failed", "blocked", "cancelled"}
+
+
 async def test_requests_are_counted_by_route_template_and_status(client: AsyncTestClient[Litestar]) -> None:
     before = parse((await client.get("/metrics")).text)
     missing = uuid4()

@@ -227,3 +227,10 @@ def step_saved(step: str, started_at: datetime | None, values: Mapping[str, Any]
 
 def gate_judged(gate: str, *, passed: bool) -> None:
     GATE_RESULTS.labels(gate=gate, outcome="passed" if passed else "failed").inc()
+
+
+# Every final state exists from the start, at 0: Prometheus cannot see a labelled counter's
+# first step (from no series to 1), so the first failures after a restart would not count in
+# rate() or increase() (the runs-failing alert would wait for one more).
+for _state in sorted(FINAL_RUN_STATES):
+    WORKFLOW_RUNS_FINISHED.labels(state=_state)
