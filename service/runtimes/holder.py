@@ -17,6 +17,9 @@ them is the agent's to forge: they only ever steer that same user's own session.
 
 The wrapper catches (does not ignore) INT and QUIT, so that a Ctrl-C ends the program but not
 the wrapper: a caught signal is reset to its default in the program, an ignored one would not be.
+When the program has ended, the wrapper lets go of the terminal and lingers until dtach's
+master is gone: the master drops the chunk of output in hand when its child's exit interrupts
+it while it waits for a slow client, so its child must not exit while output is still in flow.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ echo $$ > "$k.pid"
 stty rows "$r" cols "$c" 2>/dev/null
 "$@"; s=$?
 echo $s > "$k.exit"
+exec 0<&- 1>&- 2>&-
+i=0; while [ -S "$k.sock" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
 exit $s' agentdock-held "$k" "$r" "$c" "$@"
 """
 
@@ -57,7 +62,7 @@ GONE = 111  # the re-attach found no session to attach to
 REATTACH = rf"""k=$1; stty rows "$2" cols "$3" 2>/dev/null
 [ -S "$k.sock" ] || exit {GONE}
 old=$(cat "$k.client" 2>/dev/null)
-case "$old" in ''|*[!0-9]*) ;; *) kill "$old" 2>/dev/null;; esac
+case "$old" in ''|0|1|*[!0-9]*) ;; *) kill "$old" 2>/dev/null;; esac
 echo $$ > "$k.client"
 exec dtach -a "$k.sock" -E -z -r winch
 """
