@@ -67,6 +67,10 @@ def _serve(settings: Settings) -> int:
         ws_ping_timeout=40.0,
         # A frame over the terminal's message limit is refused (close 1009) before it is buffered.
         ws_max_size=MAX_MESSAGE_BYTES,
+        # No permessage-deflate: compressing terminal output cost about 20 ms of CPU per MB
+        # (py-spy: 89 % of the service's time while `cat` printed 20 MB, for a quarter saved on
+        # base64 text) and held a viewer to 0.5-0.7 x the exec stream; see docs/benchmarks.md.
+        ws_per_message_deflate=False,
         lifespan="on",
     )
     return 0

@@ -1,7 +1,9 @@
 """The terminal in a real browser: xterm.js in headless Debian chromium (driven by
 playwright-core, tests/browser/drive.mjs) on a real server's terminal WebSocket, in both
 runtimes. Keys are typed into xterm, so its onData sends the input; the output is read back
-from xterm's own buffer; a smaller window must reach the shell's ``stty size``.
+from xterm's own buffer; a smaller window must reach the shell's ``stty size``. And a new
+xterm that reconnects to a full-screen program shows what the program last drew, as the xterm
+that watched it live showed it.
 
 Needs node, /usr/bin/chromium and tests/browser/node_modules (``scripts/setup-browser.sh``).
 Where one is missing the test skips, except with AGENTDOCK_REQUIRE_BROWSER=1 or CI=true,
@@ -23,6 +25,7 @@ import pytest
 
 from tests.conftest import BUSYBOX_IMAGE
 from tests.live import TOKEN, LiveServer, serve_per_runtime
+from tests.test_terminal import FULL_SCREEN
 
 BROWSER_DIR = Path(__file__).parent / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -61,8 +64,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     yield from serve_per_runtime(request, tmp_path_factory, "browser", BUSYBOX_IMAGE)
 
 
-def drive(node: str, server: LiveServer, target: str, screenshot: Path) -> dict[str, Any]:
+def drive(node: str, server: LiveServer, target: str, screenshot: Path, scenario: str = "shell") -> dict[str, Any]:
     command = [node, "drive.mjs", "--server", server.base, "--target", target, "--token", TOKEN]
+    command += ["--scenario", scenario]
     command += ["--screenshot", str(screenshot), "--timeout-ms", str((DRIVER_TIMEOUT_S - 10) * 1000)]
     done = subprocess.run(
         command, check=False, cwd=BROWSER_DIR, capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S
@@ -107,3 +111,35 @@ async def test_xterm_in_chromium_types_echo_hello_and_follows_a_resize(
         sessions = (await client.get(f"/api/projects/{project['id']}/sessions")).json()["items"]
     (default,) = [s for s in sessions if s["state"] == "running"]
     assert (default["cols"], default["rows"]) == (resized["cols"], resized["rows"])
+
+
+async def test_a_new_xterm_shows_what_a_full_screen_program_last_drew(
+    node: str, server: LiveServer, tmp_path: Path
+) -> None:
+    """The program draws a box once on the alternate screen, then redraws a counter and a status
+    line in place, more than the scrollback holds: a replay of the raw bytes after a cut would
+    begin in the middle of a redraw and lack the box."""
+    async with server.client() as client:
+        project = await server.project(client, f"b-{uuid.uuid4().hex[:10]}")
+        session = await server.session(client, project, command=["sh", "-c", FULL_SCREEN])
+    screenshot = tmp_path / f"reconnected-{server.runtime}.png"
+    result = await asyncio.to_thread(drive, node, server, session["id"], screenshot, "fullscreen")
+    live, again = result["steps"]["live"], result["steps"]["reconnected"]
+
+    assert live["type"] == "alternate"
+    assert live["lines"][2][9:41] == "+------------------------------+"
+    assert live["lines"][4][9:41] == "| TITLE   count 004000         |"
+    assert live["lines"][11] == "DONE"
+    assert live["cursor"] == {"x": 24, "y": 4}
+    # The new xterm shows the same: buffer, every character and its colours and weight, the
+    # cursor, the shell's screen underneath, and the modes.
+    assert again["type"] == live["type"]
+    assert again["lines"] == live["lines"]
+    assert again["cells"] == live["cells"]
+    assert again["cursor"] == live["cursor"]
+    assert [line for line in again["normal"] if line] == [line for line in live["normal"] if line]
+    assert again["modes"] == live["modes"]
+    assert result["steps"]["reconnected_frames"] >= 1
+    assert not result["steps"]["reconnected_errors"] and not result["steps"]["live_errors"]
+    assert result["steps"]["reconnected_input"] == 0  # it answered no replayed query
+    assert screenshot.stat().st_size > 0

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pyte
 import pytest
 import websockets
 
+from service.runtimes.docker_pty import BULK_READ_BYTES, DockerExecPty
+from service.sessions.session import COALESCE_S, PROMPT_BYTES, PtySession
+from service.sessions.viewer import Viewer
 from tests.conftest import BUSYBOX_IMAGE, remove_project_containers
 from tests.live import LiveServer, serve_per_runtime
 
@@ -118,8 +124,9 @@ async def test_reconnect_replays_the_scrollback_with_an_exact_seam(server: LiveS
     seen = numbered(late.output)
     assert seen == list(range(seen[0], 40001))  # no gap, no double at the replay/live seam
     assert seen[0] > 1  # the 256 KiB scrollback was cut ...
-    assert late.output.startswith(f"line-{seen[0]}\r\n")  # ... at a line start
-    assert first.output.endswith(late.output)
+    # ... and the replay is the screen: a reset, whole lines of history, then the screen's rows
+    assert f"\x1b[3Jline-{seen[0] - 1}\r\n" in late.messages[1]["data"]
+    assert first.output.endswith("".join(frame["data"] for frame in live_frames))
 
 
 async def test_two_viewers_receive_the_same_bytes(server: LiveServer) -> None:
@@ -361,3 +368,187 @@ async def test_more_than_a_hundred_docker_sessions_leave_the_engine_reachable(tm
     finally:
         live.stop()
         await remove_project_containers(live.project_ids)
+
+
+# --- coalescing: a session without a process, fed as its runtime feeds it -------------------------
+
+
+def bare_session() -> PtySession:
+    return PtySession(
+        project_id=uuid.uuid4(), command=["sh"], cols=80, rows=24, env={}, restart="never", on_exit=lambda *_: None
+    )
+
+
+async def frames_of(viewer: Viewer) -> list[str]:
+    """The frames queued for the viewer, taken and marked sent (as the socket's sender does)."""
+    frames = await viewer.take()
+    for frame in frames:
+        viewer.sent(frame)
+    return [json.loads(frame.text)["data"] for frame in frames]
+
+
+async def test_bulk_output_in_small_pieces_goes_out_in_few_frames() -> None:
+    session = bare_session()
+    viewer, _ = session.attach(read_only=False)
+    piece = b"0123456789" * 50 + b"\r\n"  # 502 bytes: how the engine hands on `yes | head` output
+    for _ in range(100):
+        session._on_data(piece)
+    await asyncio.sleep(COALESCE_S * 3)
+    frames = await frames_of(viewer)
+    assert "".join(frames) == (piece * 100).decode()
+    # The window's first KiB at once (two pieces), then the rest as one frame when it ends.
+    assert [len(frame) for frame in frames] == [502, 502, 98 * 502]
+
+
+async def test_keys_and_a_redraw_after_a_quiet_spell_go_out_at_once() -> None:
+    session = bare_session()
+    viewer, _ = session.attach(read_only=False)
+    for key in "abc":  # typed back to back: each echo at once, within one window
+        session._on_data(key.encode())
+        assert await frames_of(viewer) == [key]
+    session._on_data(b"x" * PROMPT_BYTES)  # past the window's budget: gathered
+    assert viewer.queued_bytes == 0
+    await asyncio.sleep(COALESCE_S * 3)
+    assert await frames_of(viewer) == ["x" * PROMPT_BYTES]
+    await asyncio.sleep(COALESCE_S * 2)
+    redraw = "\x1b[H\x1b[2J" + "é" * 2000  # a screenful after a key, with a character split below
+    data = redraw.encode()
+    session._on_data(data[:2001])
+    assert await frames_of(viewer) == [redraw[: (2001 - 7) // 2 + 7]]
+    session._on_data(data[2001:])
+    await asyncio.sleep(COALESCE_S * 3)
+    assert await frames_of(viewer) == [redraw[(2001 - 7) // 2 + 7 :]]
+
+
+# --- a reconnect shows the screen; several viewers, one size ------------------------------------------
+
+# A full-screen program: on the alternate screen it draws a box once, then redraws only a
+# counter inside it and a status line, far more than the 256 KiB scrollback holds, so the box
+# itself is long gone from the ring when a viewer reconnects.
+FULL_SCREEN = r"""read go
+printf '\033[?1049h\033[2J\033[3;10H\033[1;34m+------------------------------+'
+r=4; while [ $r -le 6 ]; do printf '\033[%d;10H|\033[%d;41H|' $r $r; r=$((r+1)); done
+printf '\033[7;10H+------------------------------+\033[0m\033[5;12H\033[33mTITLE\033[0m'
+i=0; while [ $i -lt 4000 ]; do i=$((i+1))
+printf '\033[5;20H\033[32mcount %06d\033[0m\033[10;1Hstatus %06d: a partial redraw of this line ...\033[K' $i $i
+done
+printf '\033[12;1HDONE\033[5;25H'
+read end"""
+
+
+def screen_of(text: str, cols: int = 80, rows: int = 24) -> pyte.Screen:
+    """What a terminal shows after ``text`` (pyte; enough for these checks)."""
+    screen = pyte.Screen(cols, rows)
+    pyte.Stream(screen).feed(text)
+    return screen
+
+
+async def test_a_reconnect_shows_the_screen_a_full_screen_program_drew(server: LiveServer) -> None:
+    async with server.client() as client:
+        project = await server.project(client, name())
+        session = await server.session(client, project, command=["sh", "-c", FULL_SCREEN])
+    async with server.connect(session["id"]) as first:
+        await first.recv()
+        await first.type("go\n")
+        await first.until_output("DONE", timeout=60)
+        live = screen_of(first.output)
+    async with server.connect(session["id"]) as later:
+        assert (await later.recv())["type"] == "status"
+        replay = await later.recv()
+        assert replay["type"] == "output"
+        assert len(replay["data"]) < 64 * 1024  # the screen, not the 256 KiB of redraws
+        shown = screen_of(replay["data"])
+    for screen in (live, shown):
+        assert screen.display[2][9:41] == "+------------------------------+"
+        assert screen.display[4][9:41] == "| TITLE   count 004000         |"
+        assert screen.display[9].startswith("status 004000: a partial redraw")
+        assert screen.display[11].startswith("DONE")
+        assert (screen.cursor.y, screen.cursor.x) == (4, 24)
+        assert screen.buffer[2][9].fg == "blue" and screen.buffer[2][9].bold
+        assert screen.buffer[4][19].fg == "green" and screen.buffer[4][11].fg == "brown"
+    assert shown.display[2:12] == live.display[2:12]
+
+
+async def test_the_size_is_the_smallest_of_the_writable_viewers(server: LiveServer) -> None:
+    async with server.client() as client:
+        project = await server.project(client, name())
+        session = await server.session(client, project, command=["sh"], cols=120, rows=50)
+
+        async def size() -> tuple[int, int]:
+            body = (await client.get(f"/api/sessions/{session['id']}")).json()
+            return body["cols"], body["rows"]
+
+        async with server.connect(session["id"]) as a, server.connect(session["id"], mode="view") as watcher:
+            await a.recv()
+            await watcher.recv()
+            await a.send({"type": "resize", "cols": 100, "rows": 40})
+            async with server.connect(session["id"]) as b:
+                await b.recv()
+                await b.send({"type": "resize", "cols": 90, "rows": 45})
+                await watcher.send({"type": "resize", "cols": 20, "rows": 10})  # read-only: refused
+                assert "read-only" in (await watcher.until(lambda m, _t: m["type"] == "error"))["message"]
+                await asyncio.sleep(0.3)
+                await a.type("stty size\n")
+                await a.until_output("40 90")  # the smallest columns and the smallest rows
+                assert await size() == (90, 40)
+            # b, the narrower, has gone: the size is recomputed from the writable viewers left
+            await asyncio.sleep(0.3)
+            await a.type("stty size\n")
+            await a.until_output("40 100")
+            assert await size() == (100, 40)
+            await a.send({"type": "resize", "cols": 110, "rows": 48})
+            await asyncio.sleep(0.3)
+            await a.type("stty size\n")
+            await a.until_output("48 110")
+        # no writable viewer left: the size stays what it was
+        await asyncio.sleep(0.3)
+        assert await size() == (110, 48)
+
+
+class PausingProtocol:
+    """aiohttp's protocol under an exec stream, as far as the reader uses it: it records pauses."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+class ScriptedStream:
+    """aiodocker's exec stream as the reader sees it: these chunks, then the end."""
+
+    def __init__(self, chunks: list[bytes], protocol: PausingProtocol) -> None:
+        self.chunks = chunks
+        self._resp = SimpleNamespace(connection=SimpleNamespace(protocol=protocol))
+
+    async def read_out(self) -> SimpleNamespace | None:
+        await asyncio.sleep(0)
+        return SimpleNamespace(stream=1, data=self.chunks.pop(0)) if self.chunks else None
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_bulk_read_lets_the_next_one_gather_and_a_key_never_waits() -> None:
+    protocol = PausingProtocol()
+    bulk = b"x" * BULK_READ_BYTES
+    stream = ScriptedStream([b"k", b"e", bulk, b"y"], protocol)
+    pty = DockerExecPty(
+        None,  # type: ignore[arg-type]  # the reader needs no runtime
+        container_id="c" * 64,
+        exec_=SimpleNamespace(id="e" * 64),
+        stream=stream,
+        pidfile="/tmp/.agentdock-session-test.pid",  # never used
+        user="agent",
+    )
+    seen: list[tuple[bytes, list[str]]] = []
+    ended = asyncio.Event()
+    pty.start_reading(lambda data: seen.append((data, list(protocol.calls))), ended.set)
+    await asyncio.wait_for(ended.wait(), 5)
+    # Keys go on as they come; after the bulk read the socket rested once before the next read.
+    assert seen == [(b"k", []), (b"e", []), (bulk, []), (b"y", ["pause", "resume"])]
+    await pty.close()

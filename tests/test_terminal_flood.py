@@ -73,6 +73,22 @@ async def test_a_viewer_that_never_reads_is_dropped_and_the_other_gets_every_byt
     assert growth_mib < 32, f"server RSS grew by {growth_mib:.1f} MiB while 50 MB went by"
 
 
+async def test_output_goes_out_uncompressed_whatever_the_client_offers(local_server: LiveServer) -> None:
+    """permessage-deflate cost more CPU than all the rest of the terminal path (docs/benchmarks.md):
+    the service declines it, and a browser (which always offers it) gets plain frames."""
+    server = local_server
+    async with server.client() as client:
+        project = await server.project(client, "plain-frames")
+        session = await server.session(client, project, command=["sh", "-c", "read go; echo plain-$((6*7))"])
+    async with server.connect(session["id"], compression="deflate") as term:
+        assert term.ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in term.ws.response.headers
+        assert term.ws.protocol.extensions == []
+        await term.recv()
+        await term.type("go\n")
+        await term.until_output("plain-42")
+
+
 async def close_code_after_draining(ws: websockets.ClientConnection) -> int | None:
     """Read what the server managed to send, then the close frame's code."""
     try:

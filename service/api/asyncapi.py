@@ -25,7 +25,7 @@ TERMINAL_IN: dict[str, tuple[type, str]] = {
     "terminalResize": (ResizeMessage, "The viewer's terminal size"),
 }
 TERMINAL_OUT: dict[str, tuple[type, str]] = {
-    "terminalOutput": (OutputFrame, "What the program printed (the scrollback first, on attach)"),
+    "terminalOutput": (OutputFrame, "What the program printed (on attach first: the screen, with recent history)"),
     "terminalStatus": (StatusFrame, "The session's state; first on attach, and when the program ends"),
     "terminalError": (ErrorFrame, "A message the service could not take; the socket stays open"),
 }
@@ -33,7 +33,7 @@ RUN_EVENTS: dict[str, tuple[type, str]] = {"runEvent": (RunEvent, "The run as it
 BUILD_EVENTS: dict[str, tuple[type, str]] = {"buildEvent": (BuildEvent, "One event of a build")}
 CLOSE_CODES = (
     "Close codes: 4401 unauthenticated, 4403 origin not allowed, 4404 unknown target, 4008 too slow "
-    "(fell more than its limit behind; reconnect for the scrollback), 4429 too many viewers; "
+    "(fell more than its limit behind; reconnect for the screen), 4429 too many viewers; "
     "1009 a frame over 64 KiB."
 )
 
@@ -75,8 +75,9 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": {
             "terminal": channel(
                 "/api/terminal/{target}",
-                "A session's terminal. On attach: a status message, the scrollback as output, then live "
-                "output. ?mode=view attaches read-only (input, interrupt and resize are refused).",
+                "A session's terminal. On attach: a status message, the screen as it stands (recent history, "
+                "then the current screen) as output, then live output. ?mode=view attaches read-only "
+                "(input, interrupt and resize are refused).",
                 [*TERMINAL_IN, *TERMINAL_OUT],
                 target="a session id, or a project id or its container id (the project's default shell)",
             ),

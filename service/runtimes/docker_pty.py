@@ -31,6 +31,14 @@ log = get_logger(__name__)
 
 WRAPPER = 'echo $$ > "$1"; stty rows "$2" cols "$3" 2>/dev/null; shift 3; exec "$@"'
 
+# Streaming output reaches us in pieces of a few hundred bytes to 4 KiB, and every read costs
+# the event loop a wake-up and the engine a write. After a read of BULK_READ_BYTES or more the
+# socket is left alone for GATHER_S, so that the next read takes what gathered meanwhile (tens
+# of KiB): far less CPU per MB, here and in the engine (docs/benchmarks.md). An echoed key is a
+# few bytes, and never waits.
+BULK_READ_BYTES = 2048
+GATHER_S = 0.001
+
 
 class DockerExecPty:
     def __init__(
@@ -127,11 +135,18 @@ class DockerExecPty:
             on_data, on_eof = client.data, client.eof
 
         async def pump() -> None:
+            protocol = _protocol_of(self.stream)
             try:
                 while (message := await self.stream.read_out()) is not None:
                     if not self._program_started:
                         self._first_output()
                     on_data(message.data)
+                    if protocol is not None and len(message.data) >= BULK_READ_BYTES and not _queued(self.stream):
+                        protocol.pause_reading()
+                        try:
+                            await asyncio.sleep(GATHER_S)
+                        finally:
+                            protocol.resume_reading()
             except (aiodocker.DockerError, OSError, RuntimeError) as exc:
                 log.warning("session.stream_failed", error=f"{type(exc).__name__}: {exc}")
             finally:
@@ -211,3 +226,17 @@ class DockerExecPty:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+def _protocol_of(stream: Any) -> Any:
+    """aiohttp's protocol under aiodocker's exec stream, to pause its reads (aiodocker has no
+    public way to it); None where a version of aiodocker keeps it elsewhere: reads go on as
+    they come."""
+    connection = getattr(getattr(stream, "_resp", None), "connection", None)
+    protocol = getattr(connection, "protocol", None)
+    return protocol if hasattr(protocol, "pause_reading") and hasattr(protocol, "resume_reading") else None
+
+
+def _queued(stream: Any) -> int:
+    """Messages aiodocker has read and not handed on yet (those need no pause to gather)."""
+    return len(getattr(stream, "_queue", None) or ())

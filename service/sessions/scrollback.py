@@ -2,12 +2,18 @@
 
 The ring holds exactly the text that was sent to viewers (already decoded), so a snapshot
 followed by the live frames is the stream with nothing lost or doubled at the seam.
+
+Offsets are absolute: ``total`` counts every byte ever appended, the ring holds
+``start..total``. A reader that keeps its own place in the stream (the screen model,
+``screen.py``) reads from there with ``read`` and hears, through two O(1) hooks, of each
+append and of each piece the ring lets go of.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 
 DEFAULT_LIMIT = 256 * 1024
 # How far past the cut to look for a line start before settling for a character boundary.
@@ -34,9 +40,17 @@ class Scrollback:
         self._size = 0
         self._trimmed = False
         self.version = 0  # moves with every append: the saved copy is stale when it differs
+        self.total = 0  # bytes ever appended: the offset of the ring's end
+        self.on_append: Callable[[], None] | None = None
+        self.on_evict: Callable[[bytes, int], None] | None = None  # (piece, its offset)
 
     def __len__(self) -> int:
         return self._size
+
+    @property
+    def start(self) -> int:
+        """The offset of the oldest byte the ring still holds."""
+        return self.total - self._size
 
     def append(self, text: str) -> None:
         data = text.encode("utf-8", errors="replace")
@@ -44,17 +58,47 @@ class Scrollback:
             return
         self._chunks.append(data)
         self._size += len(data)
+        self.total += len(data)
         self.version += 1
-        while self._size > self.limit:
+        if self._size > self.limit:
+            self._evict(self._size - self.limit)
+        if self.on_append is not None:
+            self.on_append()
+
+    def _evict(self, excess: int) -> None:
+        while excess > 0:
             head = self._chunks[0]
-            excess = self._size - self.limit
+            offset = self.total - self._size
             if len(head) <= excess:
-                self._chunks.popleft()
-                self._size -= len(head)
+                piece = self._chunks.popleft()
             else:
-                self._chunks[0] = head[excess:]
-                self._size -= excess
+                piece, self._chunks[0] = head[:excess], head[excess:]
+            self._size -= len(piece)
+            excess -= len(piece)
             self._trimmed = True
+            if self.on_evict is not None:
+                self.on_evict(piece, offset)
+
+    def read(self, start: int, end: int) -> bytes:
+        """The bytes at offsets ``start..end`` (within the ring)."""
+        if not self.start <= start <= end <= self.total:
+            raise ValueError(f"{start}..{end} is not within the ring ({self.start}..{self.total})")
+        parts: list[bytes] = []
+        skip = self.total - end  # bytes after ``end``, in the newest chunks
+        need = end - start
+        for chunk in reversed(self._chunks):
+            if need <= 0:
+                break
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            piece = chunk[: len(chunk) - skip] if skip else chunk
+            skip = 0
+            if len(piece) > need:
+                piece = piece[len(piece) - need :]
+            parts.append(piece)
+            need -= len(piece)
+        return b"".join(reversed(parts))
 
     def data(self) -> bytes:
         """What the ring holds, from a safe start (to save it)."""
@@ -63,8 +107,8 @@ class Scrollback:
 
     def restore(self, data: bytes) -> None:
         """Start from a saved ring (a session re-adopted by a new service)."""
-        self._chunks.clear()
-        self._size = 0
+        if self._size:
+            self._evict(self._size)
         self._trimmed = False
         self.append(data.decode("utf-8", errors="replace"))
 

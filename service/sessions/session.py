@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,16 +24,20 @@ from service.logs import get_logger
 from service.metrics import instruments
 from service.runtimes.pty import ExitStatus, Holding, PtyProcess
 from service.sessions.schemas import OutputFrame, Session, SessionState, StatusFrame
+from service.sessions.screen import ScreenModel
 from service.sessions.scrollback import DEFAULT_LIMIT, Scrollback
 from service.sessions.viewer import DEFAULT_VIEWER_LIMIT, Frame, Viewer
 
 log = get_logger(__name__)
 
-# Frames, not bytes, cost the time: output that arrives while the last frame is younger
-# than this is gathered into the next one; output after a quiet spell goes out at once.
+# Frames, not bytes, cost the time. Output after a quiet spell goes out at once and opens a
+# window of COALESCE_S; within it, output still goes out at once while the window has carried
+# at most PROMPT_BYTES (typing, a prompt), and past that it is gathered until the window ends
+# (or FLUSH_AT_BYTES wait), goes out as one frame and opens the next window. So typing is not
+# held back, and bulk output makes about one frame a window however small its pieces arrive.
 COALESCE_S = 0.004
 FLUSH_AT_BYTES = 64 * 1024
-SMALL_FRAME_BYTES = 1024
+PROMPT_BYTES = 1024
 INTERRUPT = b"\x03"  # Ctrl-C through the terminal: SIGINT to the foreground process group
 
 _encode = msgspec.json.Encoder().encode
@@ -78,14 +83,18 @@ class PtySession:
         self.ending = False  # ended deliberately: its exit is not a failure
         self.viewers: set[Viewer] = set()
         self.scrollback = Scrollback(scrollback_limit)
+        self.screen = ScreenModel(self.scrollback, cols, rows)  # what an attaching viewer is shown
+        self._sizes: dict[Viewer, tuple[int, int]] = {}  # (cols, rows) each writable viewer asked for
+        self._size_lock = asyncio.Lock()
+        self._fitter: asyncio.Task[None] | None = None  # a resize after a writable viewer left
         self.viewer_limit = viewer_limit
         self._on_exit = on_exit
         self._process: PtyProcess | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = bytearray()
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._last_flush = 0.0
-        self._last_frame_bytes = 0
+        self._window_start = -COALESCE_S  # the current output window (see COALESCE_S)
+        self._window_bytes = 0
         self.last_output_at = time.monotonic()
         self._exited = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
@@ -112,28 +121,37 @@ class PtySession:
         self._pending += data
         if len(self._pending) >= FLUSH_AT_BYTES:
             self._flush()
-        elif self._flush_handle is None:
-            delay = COALESCE_S - (time.monotonic() - self._last_flush)
-            # Small output (an echoed keystroke) goes at once; only bulk output waits to gather.
-            if delay <= 0 or self._last_frame_bytes < SMALL_FRAME_BYTES:
+        elif self._flush_handle is None:  # else it joins the frame already due
+            now = time.monotonic()
+            if now - self._window_start >= COALESCE_S:  # after a quiet spell
+                self._window_start, self._window_bytes = now, 0
+                self._flush()
+            elif self._window_bytes + len(self._pending) <= PROMPT_BYTES:
                 self._flush()
             else:
-                self._flush_handle = asyncio.get_running_loop().call_later(delay, self._flush)
+                delay = self._window_start + COALESCE_S - now
+                self._flush_handle = asyncio.get_running_loop().call_later(delay, self._flush_window)
+
+    def _flush_window(self) -> None:
+        """A busy window is over: what gathered goes out, and counts in the next window."""
+        self._flush_handle = None
+        self._window_start, self._window_bytes = time.monotonic(), 0
+        self._flush()
 
     def _flush(self, *, final: bool = False) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._last_frame_bytes = len(self._pending)
-        instruments.SESSION_OUTPUT_BYTES.inc(self._last_frame_bytes)
+        size = len(self._pending)
+        self._window_bytes += size
+        instruments.SESSION_OUTPUT_BYTES.inc(size)
         text = self._decoder.decode(self._pending, final)
         self._pending.clear()
         if self.renderer is not None:
             text = self.renderer.feed(text) + (self.renderer.finish() if final else "")
-        self._last_flush = time.monotonic()
         if not text:
             return
-        self.last_output_at = self._last_flush
+        self.last_output_at = time.monotonic()
         # Scrollback and subscribers are updated in one synchronous step: an attach sees the
         # output either in its snapshot or as a live frame, never both, never neither.
         self.scrollback.append(text)
@@ -200,6 +218,9 @@ class PtySession:
             await self._process.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        if self._fitter is not None and not self._fitter.done():
+            self._fitter.cancel()
+        self.screen.close()
 
     # --- input --------------------------------------------------------------------------
 
@@ -213,9 +234,36 @@ class PtySession:
         await self.write(INTERRUPT)
 
     async def resize(self, cols: int, rows: int) -> None:
+        """Give the terminal this size (viewers' sizes go through ``viewer_size``)."""
+        if (cols, rows) != (self.cols, self.rows):
+            self.screen.resize(cols, rows)
         self.cols, self.rows = cols, rows
         if self._process is not None and self.running:
             await self._process.resize(cols, rows)
+
+    # One size for several viewers: the smallest columns and the smallest rows over the
+    # writable viewers that have sent a size (terminado's resize_to_smallest), so every one of
+    # them shows the whole screen. A read-only viewer never resizes. When a writable viewer
+    # goes, the size is computed again; with none left that sent one, it stays as it was.
+
+    async def viewer_size(self, viewer: Viewer, cols: int, rows: int) -> None:
+        """A writable viewer's terminal has this size: fit the session to its viewers."""
+        if viewer.read_only or viewer not in self.viewers:
+            return
+        self._sizes[viewer] = (cols, rows)
+        await self._fit()
+
+    def fitted_size(self) -> tuple[int, int] | None:
+        """The size the policy gives, or None while no writable viewer has sent one."""
+        sizes = [size for viewer, size in self._sizes.items() if viewer in self.viewers]
+        if not sizes:
+            return None
+        return min(cols for cols, _ in sizes), min(rows for _, rows in sizes)
+
+    async def _fit(self) -> None:
+        async with self._size_lock:  # one resize at a time, until the size is the latest fitted one
+            while (size := self.fitted_size()) is not None and size != (self.cols, self.rows):
+                await self.resize(*size)
 
     # --- viewers --------------------------------------------------------------------------
 
@@ -224,7 +272,7 @@ class PtySession:
         Snapshot and subscription are one synchronous step."""
         viewer = Viewer(read_only=read_only, limit=self.viewer_limit)
         first = [self.status_frame()]
-        replay = self.scrollback.replay()
+        replay = self.screen.snapshot()  # the screen as it stands, not the raw bytes after a cut
         if replay:
             first.append(Frame(_encode(OutputFrame(data=replay))))
         self.viewers.add(viewer)
@@ -235,7 +283,12 @@ class PtySession:
         return len(self.viewers)
 
     def detach(self, viewer: Viewer) -> None:
+        """Unsubscribe a viewer; the size is fitted again to the writable viewers left."""
         self.viewers.discard(viewer)
+        if self._sizes.pop(viewer, None) is not None:
+            with contextlib.suppress(RuntimeError):  # no event loop: nothing to resize
+                if self._fitter is None or self._fitter.done():
+                    self._fitter = asyncio.get_running_loop().create_task(self._fit(), name=f"session-fit-{self.id}")
 
     def _broadcast(self, frame: Frame) -> None:
         for viewer in list(self.viewers):

@@ -2,7 +2,8 @@
 
 Refusals (token 4401, origin 4403, unknown id 4404, one viewer too many 4429) come right
 after accept and before anything is sent or taken. On attach: a status message, the
-scrollback, then live output. A malformed message gets an ``error`` reply and the socket
+screen as it stands (a model of it: recent history, then what the program last drew), then
+live output. A malformed message gets an ``error`` reply and the socket
 stays open; so does an oversized one where the server lets it through (``agentdock serve``
 sets uvicorn's ``ws_max_size`` to ``MAX_MESSAGE_BYTES``, so there a larger frame closes the
 socket with 1009 before it is buffered). A viewer that falls more than its limit behind is
@@ -143,4 +144,4 @@ async def _receive(socket: WebSocket[Any, Any, Any], session: PtySession, viewer
             case InterruptMessage():
                 await session.interrupt()
             case ResizeMessage(cols=cols, rows=rows):
-                await session.resize(cols, rows)
+                await session.viewer_size(viewer, cols, rows)  # the smallest writable viewer's size

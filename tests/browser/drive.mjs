@@ -2,12 +2,18 @@
 // agentdock: real key presses into xterm.js, read back from xterm's own buffer.
 //
 // usage: node drive.mjs --server http://127.0.0.1:PORT --target SESSION_OR_PROJECT_ID
-//                       --token TOKEN [--screenshot PATH] [--timeout-ms 40000]
+//                       --token TOKEN [--scenario shell|fullscreen] [--screenshot PATH]
+//                       [--timeout-ms 40000]
 //
-// Steps: serve this folder on a loopback port; open the page (xterm + fit addon on
-// ws://…/api/terminal/TARGET); wait for the `running` status and the first output;
-// `stty size` must print the size the page fitted and sent; type `echo hello` + Enter and
-// find `hello` as a line of its own; make the window smaller, and `stty size` must follow.
+// Scenario `shell` (the default): serve this folder on a loopback port; open the page (xterm
+// + fit addon on ws://…/api/terminal/TARGET); wait for the `running` status and the first
+// output; `stty size` must print the size the page fitted and sent; type `echo hello` + Enter
+// and find `hello` as a line of its own; make the window smaller, and `stty size` must follow.
+//
+// Scenario `fullscreen` (TARGET runs a full-screen program that waits for a line, draws, and
+// prints DONE): open the page, type `go` + Enter, wait for DONE and record what xterm shows;
+// close the page (its socket goes), open a new page (a new xterm) on the same session, and
+// record what that one shows once the replay is in. test_browser.py compares the two.
 // Prints one JSON object ({"ok": true|false, ...}) on stdout; exits 1 on any failure.
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -36,6 +42,7 @@ const { values: opts } = parseArgs({
     target: { type: "string" },
     token: { type: "string" },
     screenshot: { type: "string" },
+    scenario: { type: "string", default: "shell" },
     "timeout-ms": { type: "string", default: "40000" },
   },
 });
@@ -116,35 +123,102 @@ async function run(page, command, want) {
   return { output: all[at].trim(), line: at, echoed, around: all.slice(Math.max(0, at - 2), at + 2) };
 }
 
-const deadline = setTimeout(() => {
-  done(false, `timed out after ${timeoutMs} ms`);
-  process.exit(1);
-}, timeoutMs);
-deadline.unref();
-
-const userDataDir = mkdtempSync(join(tmpdir(), "agentdock-chromium-"));
-let http;
-let context;
-try {
-  http = await serveHere();
-  const pageBase = `http://127.0.0.1:${http.address().port}`;
-  const wsBase = opts.server.replace(/^http/, "ws");
-  const wsUrl = `${wsBase}/api/terminal/${encodeURIComponent(opts.target)}?token=${encodeURIComponent(opts.token)}`;
-
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    viewport: { width: 900, height: 560 },
+// Open the test page in `page` on the socket, wait for its `running` status (and its first
+// output, where `output` is set), then for the output to pause.
+async function openTerminal(page, url, { output }) {
+  await page.goto(url);
+  await page.waitForFunction(
+    (output) => {
+      const s = window.agentdock;
+      const status = s?.received.some((m) => m.type === "status");
+      return s && (s.socket === "closed" || (status && (!output || s.outputFrames > 0)));
+    },
+    output,
+    { timeout: 20000, polling: 50 },
+  );
+  const attached = await page.evaluate(() => ({
+    socket: window.agentdock.socket,
+    closeCode: window.agentdock.closeCode,
+    first: window.agentdock.received[0] ?? null,
+  }));
+  if (attached.socket !== "open") throw new Error(`the socket closed: ${JSON.stringify(attached)}`);
+  if (attached.first?.type !== "status" || attached.first.state !== "running") {
+    throw new Error(`the first message is not a running status: ${JSON.stringify(attached.first)}`);
+  }
+  await page.waitForFunction(() => performance.now() - window.agentdock.lastOutputAt > 300, null, {
+    timeout: 10000,
+    polling: 50,
   });
-  const page = context.pages()[0] ?? (await context.newPage());
-  const problems = [];
-  page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
-  page.on("console", (msg) => msg.type() === "error" && problems.push(`console: ${msg.text()}`));
-  result.browser = context.browser()?.version() ?? null;
-  timed("launch");
+}
 
-  await page.goto(`${pageBase}/index.html?ws=${encodeURIComponent(wsUrl)}`);
+// What xterm shows: which buffer is active, its visible lines, the cursor, every styled or
+// non-blank cell of the active buffer (character and attributes), and the normal buffer's
+// visible lines (what the shell showed before the program took the alternate screen).
+const shown = (page) =>
+  page.evaluate(() => {
+    const term = window.agentdock.term;
+    const visible = (buffer) => {
+      const lines = [];
+      for (let y = 0; y < term.rows; y++) lines.push(buffer.getLine(buffer.viewportY + y)?.translateToString(true) ?? "");
+      return lines;
+    };
+    const buffer = term.buffer.active;
+    const cells = [];
+    for (let y = 0; y < term.rows; y++) {
+      const line = buffer.getLine(buffer.viewportY + y);
+      for (let x = 0; line && x < term.cols; x++) {
+        const c = line.getCell(x);
+        const styled = !c.isAttributeDefault();
+        if (!styled && (c.getChars() === "" || c.getChars() === " ")) continue;
+        cells.push([y, x, c.getChars(), c.getWidth(), c.getFgColorMode(), c.getFgColor(), c.getBgColorMode(),
+          c.getBgColor(), c.isBold(), c.isItalic(), c.isUnderline(), c.isInverse()]);
+      }
+    }
+    return {
+      type: buffer.type,
+      cols: term.cols,
+      rows: term.rows,
+      lines: visible(buffer),
+      cursor: { x: buffer.cursorX, y: buffer.cursorY },
+      cells,
+      normal: visible(term.buffer.normal),
+      modes: { ...term.modes },
+    };
+  });
+
+async function fullScreen(context, first, url) {
+  await openTerminal(first, url, { output: false }); // the program waits for a line: no output yet
+  await first.click("#terminal");
+  await first.keyboard.type("go", { delay: 10 });
+  await first.keyboard.press("Enter");
+  await first.waitForFunction(() => window.agentdock.lines().some((line) => line.startsWith("DONE")), null, {
+    timeout: 30000,
+    polling: 50,
+  });
+  await first.waitForFunction(() => performance.now() - window.agentdock.lastOutputAt > 300, null, {
+    timeout: 10000,
+    polling: 50,
+  });
+  result.steps.live = await shown(first);
+  result.steps.live_errors = await first.evaluate(() => window.agentdock.received.filter((m) => m.type === "error"));
+  const again = await context.newPage();
+  await first.close(); // its socket goes with it
+  timed("live");
+
+  await openTerminal(again, url, { output: true }); // a new xterm: all it has is the replay
+  result.steps.reconnected = await shown(again);
+  result.steps.reconnected_frames = await again.evaluate(() => window.agentdock.outputFrames);
+  result.steps.reconnected_errors = await again.evaluate(() =>
+    window.agentdock.received.filter((m) => m.type === "error"),
+  );
+  result.steps.reconnected_input = await again.evaluate(() => window.agentdock.sent.input || 0);
+  if (opts.screenshot) await again.screenshot({ path: opts.screenshot });
+  timed("reconnected");
+}
+
+// Scenario `shell`: type into the default shell, then make the window smaller.
+async function shell(page, url) {
+  await page.goto(url);
   await page.waitForFunction(
     () => {
       const s = window.agentdock;
@@ -199,8 +273,48 @@ try {
 
   result.steps.sent = await page.evaluate(() => window.agentdock.sent);
   result.steps.errors = await page.evaluate(() => window.agentdock.received.filter((m) => m.type === "error"));
-  result.problems = problems;
   if (result.steps.errors.length) throw new Error(`the server refused messages: ${JSON.stringify(result.steps.errors)}`);
+}
+
+const deadline = setTimeout(() => {
+  done(false, `timed out after ${timeoutMs} ms`);
+  process.exit(1);
+}, timeoutMs);
+deadline.unref();
+
+const userDataDir = mkdtempSync(join(tmpdir(), "agentdock-chromium-"));
+let http;
+let context;
+try {
+  http = await serveHere();
+  const pageBase = `http://127.0.0.1:${http.address().port}`;
+  const wsBase = opts.server.replace(/^http/, "ws");
+  const wsUrl = `${wsBase}/api/terminal/${encodeURIComponent(opts.target)}?token=${encodeURIComponent(opts.token)}`;
+
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 900, height: 560 },
+  });
+  const problems = [];
+  const watch = (page) => {
+    page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+    page.on("console", (msg) => msg.type() === "error" && problems.push(`console: ${msg.text()}`));
+  };
+  context.pages().forEach(watch);
+  context.on("page", watch);
+  const page = context.pages()[0] ?? (await context.newPage());
+  result.browser = context.browser()?.version() ?? null;
+  timed("launch");
+
+  const url = `${pageBase}/index.html?ws=${encodeURIComponent(wsUrl)}`;
+  if (opts.scenario === "fullscreen") {
+    await fullScreen(context, page, url);
+  } else {
+    await shell(page, url);
+  }
+  result.problems = problems;
   if (problems.length) throw new Error(`the page reported errors: ${problems.join("; ")}`);
   done(true);
 } catch (error) {
