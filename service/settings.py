@@ -68,6 +68,9 @@ class Settings:
     max_projects: int = 1000
     max_queued_runs: int = 100
     max_viewers: int = 64
+    # Sessions in the docker runtime run under dtach (they outlive the service) or not (a
+    # little faster: docs/benchmarks.md; they end with the service).
+    session_holder: Literal["dtach", "none"] = "dtach"
     # Environment variables (credentials) of every agent, session and gate run: a dotenv file.
     agent_env_file: Path | None = None
 
@@ -143,6 +146,9 @@ class Settings:
                 raise ConfigurationError(f"AGENTDOCK_{name} must be above {low:g} and at most {high:g}")
             return value
 
+        holder = get("SESSION_HOLDER") or "dtach"
+        if holder not in ("dtach", "none"):
+            raise ConfigurationError(f"AGENTDOCK_SESSION_HOLDER must be 'dtach' or 'none', not {holder!r}")
         origins = tuple(o.strip().rstrip("/") for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip())
         data_dir = Path(get("DATA_DIR") or "data").expanduser().resolve()
         agent_env_file = get("AGENT_ENV_FILE")
@@ -178,6 +184,7 @@ class Settings:
             max_projects=get_int("MAX_PROJECTS", 1000, 1, 1_000_000),
             max_queued_runs=get_int("MAX_QUEUED_RUNS", 100, 1, 100_000),
             max_viewers=get_int("MAX_VIEWERS", 64, 1, 10_000),
+            session_holder=holder,  # type: ignore[arg-type]
             agent_env_file=Path(agent_env_file).expanduser().resolve() if agent_env_file else None,
         )
 

@@ -79,6 +79,7 @@ def test_from_environment(tmp_path: Path) -> None:
         ("MAX_PROJECTS", "0"),
         ("MAX_QUEUED_RUNS", "many"),
         ("MAX_VIEWERS", "-1"),
+        ("SESSION_HOLDER", "tmux"),
     ],
 )
 def test_bad_values_are_clear_errors(name: str, value: str) -> None:
@@ -93,6 +94,11 @@ def test_bad_values_are_clear_errors(name: str, value: str) -> None:
 def test_operator_powers_are_yes_or_no(value: str, expected: bool) -> None:
     settings = Settings.from_env({"AGENTDOCK_ALLOW_LOCAL_RUNTIME": value, "AGENTDOCK_ALLOW_LOCAL_CLONE": value})
     assert (settings.allow_local_runtime, settings.allow_local_clone) == (expected, expected)
+
+
+def test_the_session_holder_is_dtach_unless_the_operator_says_none() -> None:
+    assert Settings.from_env({}).session_holder == "dtach"
+    assert Settings.from_env({"AGENTDOCK_SESSION_HOLDER": "none"}).session_holder == "none"
 
 
 def test_local_as_the_default_runtime_allows_the_local_runtime() -> None:

@@ -170,3 +170,22 @@ async def test_a_held_program_that_ends_in_full_flow_loses_no_output(tmp_path: P
     finally:
         live.stop()
         await remove_project_containers(live.project_ids)
+
+
+async def test_with_no_holder_a_session_is_the_program_itself(tmp_path: Path) -> None:
+    live = LiveServer(
+        tmp_path / "data", runtime="docker", image=BUSYBOX_IMAGE, extra_env={"AGENTDOCK_SESSION_HOLDER": "none"}
+    )
+    live.start()
+    try:
+        async with live.client() as client:
+            project = await live.project(client, f"bare-{uuid.uuid4().hex[:8]}")
+            session = await live.session(client, project, command=["sh", "-c", "echo up; sleep 654321"])
+            container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
+            async with live.connect(session["id"]) as term:
+                await term.until_output("up")
+            ps = container_ps(container)
+            assert "sleep 654321" in ps and "dtach" not in ps
+    finally:
+        live.stop()
+        await remove_project_containers(live.project_ids)

@@ -467,6 +467,8 @@ class DockerEnvironment:
         return await DockerExecPty.reattach(self.runtime, state.id, spec, key=key, instance=holding.instance)
 
     async def _has_holder(self, container_id: str, instance: str) -> bool:
+        if self.runtime.settings.session_holder == "none":
+            return False
         known = self._holder.get(instance)
         if known is None:
             try:
