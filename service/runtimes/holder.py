@@ -40,16 +40,20 @@ def base(key: str) -> str:
 
 # $1 key base, $2 rows, $3 cols, then the program. The outer part runs in the exec's TTY (the
 # client's terminal, sized first so that the client passes that size on); the inner part in
-# the master's PTY (sized again: the program starts before the client attaches).
+# the master's PTY, which is 0x0 until the client has attached and sent its size (a resize
+# already made included; dtach passes a client's size on attach only with a redraw method, so
+# `-r winch`): the program starts only then (or after 2 s, at the size asked for).
 SPAWN = r"""k=$1 r=$2 c=$3; shift 3
 stty rows "$r" cols "$c" 2>/dev/null
 rm -f "$k.exit" "$k.sock"
 echo $$ > "$k.client"
-exec dtach -c "$k.sock" -E -z -r none /bin/sh -c '
+exec dtach -c "$k.sock" -E -z -r winch /bin/sh -c '
 k=$1 r=$2 c=$3; shift 3
 trap : INT QUIT
 echo $$ > "$k.pid"
-stty rows "$r" cols "$c" 2>/dev/null
+sized() { case "$(stty size 2>/dev/null)" in [1-9]*\ [1-9]*) return 0;; esac; return 1; }
+i=0; while ! sized && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done
+sized || stty rows "$r" cols "$c" 2>/dev/null
 "$@"; s=$?
 echo $s > "$k.exit"
 exec 0<&- 1>&- 2>&-
