@@ -41,6 +41,13 @@ async def test_a_viewer_that_never_reads_is_dropped_and_the_other_gets_every_byt
     url = f"{server.ws_base}/api/terminal/{session['id']}?token={TOKEN}"
     rss_before = server.rss_kib()
     peak = rss_before
+
+    async def sample() -> None:  # beside the reading loop, which must keep up with the flood
+        nonlocal peak
+        while True:
+            peak = max(peak, server.rss_kib())
+            await asyncio.sleep(0.005)
+
     # The slow viewer reads nothing: its client stops taking frames at once (max_queue=1),
     # its socket's receive buffer is small and uncompressed frames fill it, so TCP
     # backpressure reaches the server.
@@ -52,6 +59,7 @@ async def test_a_viewer_that_never_reads_is_dropped_and_the_other_gets_every_byt
         server.connect(session["id"]) as fast,
     ):
         await fast.recv()
+        sampler = asyncio.create_task(sample())
         await fast.type("go\n")
         received = 0
         carry = ""  # a line split between two frames (the test does not hold all 50 MB)
@@ -64,7 +72,7 @@ async def test_a_viewer_that_never_reads_is_dropped_and_the_other_gets_every_byt
                 received += text.count(LINE + "\r\n", 0, cut)
                 finished = "END-OF-FLOOD" in text
                 carry = text[cut:]
-            peak = max(peak, server.rss_kib())
+        sampler.cancel()
         assert received == FLOOD_BYTES // 50  # every line, none lost or doubled
         assert await close_code_after_draining(slow) == 4008
     dropped = [e for e in server.events("session.viewer.dropped") if e["session_id"] == session["id"]]
