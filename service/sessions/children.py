@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
+
+import msgspec
 
 from service.actors import messages as m
 from service.actors.mailbox import Mailbox
@@ -88,40 +91,26 @@ class SessionSet:
             raise Conflict(f"project {project.name!r} already runs {running} sessions (the limit)")
         command = list(msg.command) if msg.command else environment.default_shell
         env = await self._env(msg.env)
-        restart: Literal["never", "on-failure"] = "on-failure" if msg.restart == "on-failure" else "never"
-        session = PtySession(
+        restart = "on-failure" if msg.restart == "on-failure" else "never"
+        record = SessionRecord(
+            id=uuid4(),
             project_id=project.id,
             command=command,
             cols=msg.cols,
             rows=msg.rows,
-            env=env,
             restart=restart,
-            on_exit=self._exited,
             is_default=is_default,
-            renderer=make_renderer(msg.render),
+            render=msg.render,
             cwd=msg.cwd,
+            run_id=msg.run_id,
+            env=dict(msg.env or {}),
+            opened_at=datetime.now(UTC),
         )
+        session = self._session(record, env)
         session.attach_process(await self._spawn(session))
         self._keep(session)
         if session.holding is not None and self.store is not None:
-            await self._record(
-                session,
-                SessionRecord(
-                    id=session.id,
-                    project_id=project.id,
-                    command=command,
-                    cols=msg.cols,
-                    rows=msg.rows,
-                    restart=restart,
-                    is_default=is_default,
-                    render=msg.render,
-                    cwd=msg.cwd,
-                    run_id=msg.run_id,
-                    env=dict(msg.env or {}),
-                    holding=session.holding,
-                    opened_at=session.created_at,
-                ),
-            )
+            await self._record(session, msgspec.structs.replace(record, holding=session.holding))
         log.info(
             "session.opened", session_id=str(session.id), command=command, cols=msg.cols, rows=msg.rows, restart=restart
         )
@@ -294,10 +283,10 @@ class SessionSet:
             except Exception as exc:  # one session that cannot come back does not stop the rest
                 log.warning("session.restore_failed", session_id=str(record.id), error=f"{type(exc).__name__}: {exc}")
 
-    async def _restore(self, record: SessionRecord) -> None:
+    def _session(self, record: SessionRecord, env: dict[str, str]) -> PtySession:
+        """The session a record describes (a new one, or one a previous service left)."""
         restart: Literal["never", "on-failure"] = "on-failure" if record.restart == "on-failure" else "never"
-        env = await self._env(record.env)
-        session = PtySession(
+        return PtySession(
             project_id=record.project_id,
             command=record.command,
             cols=record.cols,
@@ -311,6 +300,10 @@ class SessionSet:
             session_id=record.id,
             created_at=record.opened_at,
         )
+
+    async def _restore(self, record: SessionRecord) -> None:
+        assert record.holding is not None  # a recorded session is a held one
+        session = self._session(record, await self._env(record.env))
         session.restart_count = record.restart_count
         session.holding = record.holding
         saved = await self.store.load_scrollback(record.id, session.scrollback.limit) if self.store else b""
@@ -319,7 +312,7 @@ class SessionSet:
             session.saved_version = session.scrollback.version
         process = None
         if record.state == "running":
-            spec = SpawnSpec(argv=record.command, cols=record.cols, rows=record.rows, env=env, cwd=record.cwd)
+            spec = SpawnSpec(argv=record.command, cols=record.cols, rows=record.rows, env=session.env, cwd=record.cwd)
             process = await self.environment.reattach_pty(spec, key=record.id.hex, holding=record.holding)
         if process is None:
             if record.state == "running":  # its container stopped or restarted since: it is gone

@@ -46,7 +46,7 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     cwd: str | None = None
     run_id: UUID | None = None
     env: dict[str, str] = {}
-    holding: Holding
+    holding: Holding | None = None  # set once the program runs under a holder (always, when stored)
     state: SessionState = "running"
     exit_code: int | None = None
     signal: int | None = None
@@ -62,6 +62,7 @@ class SessionStore:
     # --- rows ---------------------------------------------------------------------------
 
     async def add(self, record: SessionRecord) -> None:
+        assert record.holding is not None, "only held sessions are recorded"
         sealed = self.box.encrypt(json.dumps(record.env)) if record.env else None
         row = TerminalSessionModel(
             id=record.id,
