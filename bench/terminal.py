@@ -70,6 +70,7 @@ from service.docker.engine import docker_host
 from service.runtimes import holder
 
 IMAGE = "agentdock-busybox:latest"
+SERVICE_ENV: dict[str, str] = {}  # --holder none: AGENTDOCK_SESSION_HOLDER for every service started
 USER = "agent"  # sessions in the docker runtime run as this user (service.sessions.children)
 WORKDIR = "/workspace"
 SESSION_ENV = {
@@ -188,7 +189,8 @@ class CpuMeter:
 def service_process(*, collect_hook: bool = False, runtime: str = "docker") -> ServiceProcess:
     argv = [sys.executable, "-m", "bench.memory_idle_projects", "--serve"] if collect_hook else None
     ready = (200,) if runtime == "docker" else (200, 503)
-    return ServiceProcess({"AGENTDOCK_RUNTIME": runtime, "AGENTDOCK_IMAGE": IMAGE}, argv=argv, ready_statuses=ready)
+    env = {"AGENTDOCK_RUNTIME": runtime, "AGENTDOCK_IMAGE": IMAGE, **SERVICE_ENV}
+    return ServiceProcess(env, argv=argv, ready_statuses=ready)
 
 
 @dataclass
@@ -374,8 +376,10 @@ def payloads(megabytes: float) -> dict[str, str]:
 
 async def held_by(docker: aiodocker.Docker, container_id: str) -> str:
     """Whether the service's sessions in this container run under the holder (what lets them
-    outlive the service): it adds a PTY and two processes to the session's path, not to the
-    exec stream's, so the figures say which it was."""
+    outlive the service): it adds a PTY and a process to the session's path, not to the exec
+    stream's, so the figures say which it was."""
+    if SERVICE_ENV.get("AGENTDOCK_SESSION_HOLDER") == "none":
+        return "sessions not held (AGENTDOCK_SESSION_HOLDER=none)"
     exec_ = await docker.containers.container(container_id).exec(holder.PROBE, stdout=True, stderr=True, user=USER)
     async with exec_.start(detach=False) as stream:
         while await stream.read_out() is not None:
@@ -1101,6 +1105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10, help="concurrent: seconds per phase")
     parser.add_argument("--crowd-rounds", type=int, default=3, help="concurrent: rounds (service and exec each)")
     parser.add_argument("--flood-rounds", type=int, default=2, help="flood: rounds of each kind")
+    parser.add_argument(
+        "--holder",
+        choices=("agentdock-hold", "none"),
+        default="agentdock-hold",
+        help="the service's AGENTDOCK_SESSION_HOLDER (none: docker sessions not held)",
+    )
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the ws floor's process
     args = parser.parse_args(argv)
     if args.echo_server:
@@ -1112,6 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.payloads or set(args.payloads) - set(payloads(1)):
         parser.error(f"--payloads: choose from {', '.join(payloads(1))}")
 
+    SERVICE_ENV["AGENTDOCK_SESSION_HOLDER"] = args.holder
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill cleans up like Ctrl-C
     limits = raise_open_files_limit()
     print(machine() + f"; open files limit {limits[0]}; image {IMAGE}; network none", flush=True)

@@ -31,7 +31,13 @@ CLAUDE_PACKAGE="@anthropic-ai/claude-code-linux-x64"
 CACHE_DIR="${AGENTDOCK_CACHE_DIR:-/var/cache/agentdock}"
 # Bump when the base image's recipe (ensure_base_image) changes: images
 # labelled with another revision are rebuilt.
-BASE_REVISION=3
+BASE_REVISION=4
+# The session holder (service/runtimes/agentdock-hold.c), compiled static here and installed
+# in both images; an image whose holder was built from other source is rebuilt.
+HOLDER_SRC="$SCRIPT_DIR/../service/runtimes/agentdock-hold.c"
+HOLDER_REVISION="$(sha256sum "$HOLDER_SRC" | cut -c1-16)"
+LABEL_HOLDER="agentdock.holder"
+HOLDER_BIN=""
 LABEL_CLAUDE="agentdock.claude-version"
 LABEL_REVISION="agentdock.base-revision"
 LOCK_FILE="/run/lock/agentdock-docker-up.lock"
@@ -258,6 +264,10 @@ cleanup_rootfs() {
 # A build that died half-way leaves no temporary tag behind.
 cleanup() {
     cleanup_rootfs
+    if [[ -n "$HOLDER_BIN" ]]; then
+        rm -rf "$(dirname "$HOLDER_BIN")"
+        HOLDER_BIN=""
+    fi
     if [[ -n "$TMP_IMAGE" ]]; then
         docker rmi "$TMP_IMAGE" >/dev/null 2>&1 || true
         TMP_IMAGE=""
@@ -359,11 +369,12 @@ base_image_stale() {
         say "image $BASE_IMAGE present (not built by this script; left as it is)"
         return 1
     fi
-    if [[ "$have_claude" == "$want" && "$have_revision" == "$BASE_REVISION" ]]; then
+    if [[ "$have_claude" == "$want" && "$have_revision" == "$BASE_REVISION" &&
+        "$(image_label "$BASE_IMAGE" "$LABEL_HOLDER")" == "$HOLDER_REVISION" ]]; then
         say "image $BASE_IMAGE present (Claude Code $want, revision $BASE_REVISION)"
         return 1
     fi
-    say "image $BASE_IMAGE has Claude Code ${have_claude:-none} (revision ${have_revision:-none}); want $want (revision $BASE_REVISION): rebuilding"
+    say "image $BASE_IMAGE has Claude Code ${have_claude:-none} (revision ${have_revision:-none}, holder $(image_label "$BASE_IMAGE" "$LABEL_HOLDER")); want $want (revision $BASE_REVISION, holder $HOLDER_REVISION): rebuilding"
     return 0
 }
 
@@ -374,12 +385,13 @@ ensure_base_image() {
     local started=$SECONDS
     # First the download, which fails faster than debootstrap.
     fetch_claude "$want"
+    build_holder
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     local mirror
     mirror="$(debian_mirror)"
     ROOTFS="$(mktemp -d /var/tmp/agentdock-rootfs.XXXXXX)"
     say "building $BASE_IMAGE: debootstrap $SUITE from $mirror (about a minute)"
-    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps,ripgrep,dtach \
+    if ! debootstrap --variant=minbase --include=git,python3,ca-certificates,procps,ripgrep \
         "$SUITE" "$ROOTFS" "$mirror" >"$ROOTFS.log" 2>&1; then
         tail -n 30 "$ROOTFS.log" >&2 || true
         die "debootstrap failed (full log: $ROOTFS.log)"
@@ -395,6 +407,7 @@ ensure_base_image() {
         die "could not unpack package/claude from $CLAUDE_TGZ"
     chown 0:0 "$ROOTFS/usr/local/bin/claude"
     chmod 0755 "$ROOTFS/usr/local/bin/claude"
+    install -m 0755 -o 0 -g 0 "$HOLDER_BIN" "$ROOTFS/usr/local/bin/agentdock-hold"
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
 
     local old_id=""
@@ -404,12 +417,13 @@ ensure_base_image() {
     # The binary is the pinned one and root's: its self-updater stays off.
     import_rootfs "$ROOTFS" "$TMP_IMAGE" /bin/bash "$PATH_IN_IMAGE" \
         "ENV DISABLE_AUTOUPDATER=1" \
-        "LABEL $LABEL_CLAUDE=$want $LABEL_REVISION=$BASE_REVISION"
+        "LABEL $LABEL_CLAUDE=$want $LABEL_REVISION=$BASE_REVISION $LABEL_HOLDER=$HOLDER_REVISION"
     cleanup_rootfs
     local answer
     answer="$(docker run --rm --network none --user 1000 "$TMP_IMAGE" claude --version 2>&1)" ||
         die "claude --version failed in $TMP_IMAGE: $answer"
     [[ "$answer" == "$want "* ]] || die "claude --version in $TMP_IMAGE printed '$answer', want $want"
+    holder_runs_in "$TMP_IMAGE"
     docker tag "$TMP_IMAGE" "$BASE_IMAGE"
     docker rmi "$TMP_IMAGE" >/dev/null
     TMP_IMAGE=""
@@ -422,20 +436,38 @@ ensure_base_image() {
     say "built $BASE_IMAGE in $((SECONDS - started))s ($answer)"
 }
 
-# The busybox test image: busybox's applets, and dtach (the session holder: sessions survive
-# a restart of the service) with the C library it links against, from this Debian host.
-BUSYBOX_REVISION=2
+# The session holder, compiled once per run (static: it needs nothing in an image).
+build_holder() {
+    [[ -z "$HOLDER_BIN" ]] || return 0
+    command -v gcc >/dev/null 2>&1 && [[ -e /usr/lib/x86_64-linux-gnu/libc.a || -e /usr/lib/aarch64-linux-gnu/libc.a ]] ||
+        apt_install gcc libc6-dev
+    HOLDER_BIN="$(mktemp -d /var/tmp/agentdock-holder.XXXXXX)/agentdock-hold"
+    gcc -static -O2 -Wall -Wextra -Werror -o "$HOLDER_BIN" "$HOLDER_SRC" ||
+        die "could not compile $HOLDER_SRC"
+    say "built the session holder (revision $HOLDER_REVISION)"
+}
+
+# Without a mode the holder names its usage: it loads and runs.
+holder_runs_in() {
+    docker run --rm --network none --user 1000 "$1" /bin/sh -c 'agentdock-hold 2>&1 | grep -q "^usage: agentdock-hold"' ||
+        die "agentdock-hold does not run in $1"
+}
+
+# The busybox test image: busybox's applets and the session holder (sessions survive a
+# restart of the service).
+BUSYBOX_REVISION=3
 LABEL_BUSYBOX_REVISION="agentdock.busybox-revision"
 
 ensure_busybox_image() {
     if image_exists "$BUSYBOX_IMAGE" &&
-        [[ "$(image_label "$BUSYBOX_IMAGE" "$LABEL_BUSYBOX_REVISION")" == "$BUSYBOX_REVISION" ]]; then
-        say "image $BUSYBOX_IMAGE present (revision $BUSYBOX_REVISION)"
+        [[ "$(image_label "$BUSYBOX_IMAGE" "$LABEL_BUSYBOX_REVISION")" == "$BUSYBOX_REVISION" &&
+            "$(image_label "$BUSYBOX_IMAGE" "$LABEL_HOLDER")" == "$HOLDER_REVISION" ]]; then
+        say "image $BUSYBOX_IMAGE present (revision $BUSYBOX_REVISION, holder $HOLDER_REVISION)"
         return 0
     fi
     have_static_busybox || apt_install busybox-static
-    command -v dtach >/dev/null 2>&1 || apt_install dtach
-    say "building $BUSYBOX_IMAGE (revision $BUSYBOX_REVISION)"
+    build_holder
+    say "building $BUSYBOX_IMAGE (revision $BUSYBOX_REVISION, holder $HOLDER_REVISION)"
     ROOTFS="$(mktemp -d /var/tmp/agentdock-busybox.XXXXXX)"
     mkdir -p "$ROOTFS"/{bin,etc,root,tmp,home/agent}
     chmod 1777 "$ROOTFS/tmp"
@@ -446,23 +478,14 @@ ensure_busybox_image() {
         [[ -n "$applet" && "$applet" != busybox ]] || continue
         ln -sf busybox "$ROOTFS/bin/$applet"
     done < <(/bin/busybox --list)
-    local dtach lib
-    dtach="$(command -v dtach)"
-    cp "$dtach" "$ROOTFS/bin/dtach"
-    # Its shared libraries and the loader, at the paths the binary names.
-    while read -r lib; do
-        [[ -n "$lib" && -e "$lib" ]] || continue
-        mkdir -p "$ROOTFS$(dirname "$lib")"
-        cp -L "$lib" "$ROOTFS$lib"
-    done < <(ldd "$dtach" | grep -o '/[^ ]*')
+    install -m 0755 "$HOLDER_BIN" "$ROOTFS/bin/agentdock-hold"
     printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n' >"$ROOTFS/etc/passwd"
     printf 'root:x:0:\nagent:x:1000:\n' >"$ROOTFS/etc/group"
     chown 1000:1000 "$ROOTFS/home/agent"
-    import_rootfs "$ROOTFS" "$BUSYBOX_IMAGE" /bin/sh /bin "LABEL $LABEL_BUSYBOX_REVISION=$BUSYBOX_REVISION"
+    import_rootfs "$ROOTFS" "$BUSYBOX_IMAGE" /bin/sh /bin \
+        "LABEL $LABEL_BUSYBOX_REVISION=$BUSYBOX_REVISION $LABEL_HOLDER=$HOLDER_REVISION"
     cleanup_rootfs
-    # dtach without a mode names itself in its usage: it loads and runs.
-    docker run --rm --network none "$BUSYBOX_IMAGE" /bin/sh -c 'dtach 2>&1 | grep -q "^dtach"' ||
-        die "dtach does not run in $BUSYBOX_IMAGE"
+    holder_runs_in "$BUSYBOX_IMAGE"
     say "built $BUSYBOX_IMAGE"
 }
 

@@ -68,9 +68,9 @@ class Settings:
     max_projects: int = 1000
     max_queued_runs: int = 100
     max_viewers: int = 64
-    # Sessions in the docker runtime run under dtach (they outlive the service) or not (a
+    # Sessions in the docker runtime run under agentdock-hold (they outlive the service) or not (a
     # little faster: docs/benchmarks.md; they end with the service).
-    session_holder: Literal["dtach", "none"] = "dtach"
+    session_holder: Literal["agentdock-hold", "none"] = "agentdock-hold"
     # Environment variables (credentials) of every agent, session and gate run: a dotenv file.
     agent_env_file: Path | None = None
 
@@ -146,9 +146,9 @@ class Settings:
                 raise ConfigurationError(f"AGENTDOCK_{name} must be above {low:g} and at most {high:g}")
             return value
 
-        holder = get("SESSION_HOLDER") or "dtach"
-        if holder not in ("dtach", "none"):
-            raise ConfigurationError(f"AGENTDOCK_SESSION_HOLDER must be 'dtach' or 'none', not {holder!r}")
+        holder = get("SESSION_HOLDER") or "agentdock-hold"
+        if holder not in ("agentdock-hold", "none"):
+            raise ConfigurationError(f"AGENTDOCK_SESSION_HOLDER must be 'agentdock-hold' or 'none', not {holder!r}")
         origins = tuple(o.strip().rstrip("/") for o in (get("ALLOWED_ORIGINS") or "").split(",") if o.strip())
         data_dir = Path(get("DATA_DIR") or "data").expanduser().resolve()
         agent_env_file = get("AGENT_ENV_FILE")

@@ -96,8 +96,10 @@ def test_operator_powers_are_yes_or_no(value: str, expected: bool) -> None:
     assert (settings.allow_local_runtime, settings.allow_local_clone) == (expected, expected)
 
 
-def test_the_session_holder_is_dtach_unless_the_operator_says_none() -> None:
-    assert Settings.from_env({}).session_holder == "dtach"
+def test_the_session_holder_is_agentdock_hold_unless_the_operator_says_none() -> None:
+    assert Settings.from_env({}).session_holder == "agentdock-hold"
+    with pytest.raises(ConfigurationError, match="SESSION_HOLDER"):
+        Settings.from_env({"AGENTDOCK_SESSION_HOLDER": "dtach"})
     assert Settings.from_env({"AGENTDOCK_SESSION_HOLDER": "none"}).session_holder == "none"
 
 

@@ -59,6 +59,11 @@ class ClaudeStreamRenderer:
             self._partial = ""
         return "".join(self._line(line.rstrip("\r")) for line in lines)
 
+    @property
+    def held_back(self) -> str:
+        """Text fed and not yet shown: the start of a line still to come."""
+        return self._partial
+
     def finish(self) -> str:
         rest, self._partial = self._partial, ""
         return self._line(rest.rstrip("\r")) if rest else ""

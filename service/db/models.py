@@ -104,7 +104,7 @@ class WorkflowStepModel(UUIDAuditBase):
 
 
 class TerminalSessionModel(UUIDAuditBase):
-    """A session whose program a holder keeps (docker, dtach): what a later service needs to
+    """A session whose program a holder keeps (docker, agentdock-hold): what a later service needs to
     attach to it again and to report it. Sessions that end with the service are not kept."""
 
     __tablename__ = "terminal_session"

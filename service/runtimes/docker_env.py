@@ -453,9 +453,12 @@ class DockerEnvironment:
         held = instance is not None and await self._has_holder(container_id, instance)
         return await DockerExecPty.spawn(self.runtime, container_id, spec, key=key, instance=instance if held else None)
 
-    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+    async def reattach_pty(
+        self, spec: SpawnSpec, *, key: str, holding: Holding, since: int | None = None
+    ) -> PtyProcess | None:
         """Attach to a held program again, if the container it ran in still runs (the same
-        container, not restarted since). Never starts the container."""
+        container, not restarted since), its output from offset ``since`` on. Never starts
+        the container."""
         async with self._lock:
             await self._ensure_adopted()
             if self._container_id is None:
@@ -464,7 +467,9 @@ class DockerEnvironment:
         if state is None or state.status != "running" or instance_of(state) != holding.instance:
             return None
         spec = msgspec.structs.replace(spec, user=holding.user)
-        return await DockerExecPty.reattach(self.runtime, state.id, spec, key=key, instance=holding.instance)
+        return await DockerExecPty.reattach(
+            self.runtime, state.id, spec, key=key, instance=holding.instance, since=since
+        )
 
     async def _has_holder(self, container_id: str, instance: str) -> bool:
         if self.runtime.settings.session_holder == "none":

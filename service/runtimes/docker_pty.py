@@ -7,8 +7,9 @@ pid (the process group: a TTY exec is a session leader) and execs the command. D
 no call that ends an exec and closing its stream leaves the process running, so ending a
 session signals that process group inside the container and checks that it is gone.
 
-Where the container has ``dtach`` (the default image does), the program runs under it and
-outlives the service; the exec is dtach's client, and a new service attaches a new one
+Where the container has the session holder (the default images do), the program runs under
+it and outlives the service: the exec is then the holder's, without a TTY (the holder owns the
+program's PTY; keys and resizes go to it as frames), and a new service attaches a new one
 (``reattach``). See ``service.runtimes.holder``.
 """
 
@@ -37,6 +38,7 @@ WRAPPER = 'echo $$ > "$1"; stty rows "$2" cols "$3" 2>/dev/null; shift 3; exec "
 # of KiB): far less CPU per MB, here and in the engine (docs/benchmarks.md). An echoed key is a
 # few bytes, and never waits.
 BULK_READ_BYTES = 2048
+MAX_COMPLAINTS = 3  # lines of the holder's standard error logged per stream
 GATHER_S = 0.001
 
 
@@ -58,9 +60,11 @@ class DockerExecPty:
         self.stream = stream
         self.pidfile = pidfile
         self.user = user
-        # Held by dtach (``instance`` given): the holder's files share this prefix.
+        # Held (``instance`` given): the holder's files share this prefix.
         self.holding = Holding(instance=instance, user=user) if instance is not None else None
         self.held_at = pidfile.removesuffix(".pid") if instance is not None else None
+        self.offset: int | None = None  # held: known once the stream's first bytes have come
+        self._head = b""  # held: the first bytes of the stream, until they make its offset
         self._ending: asyncio.Future[int | None] | None = None  # the signal `terminate` ended it with
         self._reader: asyncio.Task[None] | None = None
         self._size: tuple[int, int] | None = None
@@ -73,23 +77,24 @@ class DockerExecPty:
     ) -> DockerExecPty:
         """Start the program; under the holder when the container has it (``instance``: the
         container's id and start time, recorded so that a later service can attach again)."""
-        size = [str(spec.rows), str(spec.cols)]
         if instance is not None:
             at = holder.base(key)
-            argv = ["/bin/sh", "-c", holder.SPAWN, "agentdock-session", at, *size, *spec.argv]
+            argv = holder.run_argv(at, spec.rows, spec.cols, spec.argv)
             return await cls._start(runtime, container_id, spec, argv, pidfile=f"{at}.pid", instance=instance)
+        size = [str(spec.rows), str(spec.cols)]
         pidfile = f"/tmp/.agentdock-session-{key}.pid"  # noqa: S108 - inside the container
         argv = ["/bin/sh", "-c", WRAPPER, "agentdock-session", pidfile, *size, *spec.argv]
         return await cls._start(runtime, container_id, spec, argv, pidfile=pidfile, instance=None)
 
     @classmethod
     async def reattach(
-        cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str, *, instance: str
+        cls, runtime: DockerRuntime, container_id: str, spec: SpawnSpec, key: str, *, instance: str, since: int | None
     ) -> DockerExecPty:
-        """Attach to a held program that a previous service started. When it is gone, the
-        exec ends at once and ``wait`` tells how the program ended."""
+        """Attach to a held program that a previous service started, its output from offset
+        ``since`` on. When it is gone, the exec hands on its last output and ends at once, and
+        ``wait`` tells how the program ended."""
         at = holder.base(key)
-        argv = ["/bin/sh", "-c", holder.REATTACH, "agentdock-session", at, str(spec.rows), str(spec.cols)]
+        argv = holder.attach_argv(at, spec.rows, spec.cols, since)
         return await cls._start(runtime, container_id, spec, argv, pidfile=f"{at}.pid", instance=instance)
 
     @classmethod
@@ -110,7 +115,7 @@ class DockerExecPty:
                 exec_ = await engine.client.containers.container(container_id).exec(
                     argv,
                     stdin=True,
-                    tty=True,
+                    tty=instance is None,  # a held program's PTY is the holder's
                     user=user,
                     environment=spec.env,
                     workdir=posixpath.join(WORKDIR, spec.cwd) if spec.cwd else WORKDIR,
@@ -130,17 +135,27 @@ class DockerExecPty:
         )
 
     def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
-        if self.held_at is not None:  # what dtach's client adds of its own is not the program's
-            client = holder.ClientFilter(on_data, on_eof)
-            on_data, on_eof = client.data, client.eof
+        held = self.held_at is not None
 
         async def pump() -> None:
             protocol = _protocol_of(self.stream)
+            complaints = 0
             try:
                 while (message := await self.stream.read_out()) is not None:
-                    if not self._program_started:
+                    if held and message.stream != 1:  # the holder's own complaint, not output
+                        complaints += 1
+                        if complaints <= MAX_COMPLAINTS:  # the agent can write there too
+                            text = message.data[-500:].decode("utf-8", "replace")
+                            log.warning("session.holder_said", container_id=self.container_id, text=text)
+                        continue
+                    data = message.data
+                    if held:
+                        data = self._counted(data)
+                        if not data:
+                            continue
+                    elif not self._program_started:
                         self._first_output()
-                    on_data(message.data)
+                    on_data(data)
                     if protocol is not None and len(message.data) >= BULK_READ_BYTES and not _queued(self.stream):
                         protocol.pause_reading()
                         try:
@@ -154,11 +169,26 @@ class DockerExecPty:
 
         self._reader = asyncio.create_task(pump(), name=f"exec-reader-{self.exec.id[:12]}")
 
+    def _counted(self, data: bytes) -> bytes:
+        """The program's bytes of a held stream, after the offset it begins with."""
+        if self.offset is None:
+            self._head += data
+            if len(self._head) < holder.OFFSET_BYTES:
+                return b""
+            self.offset = int.from_bytes(self._head[: holder.OFFSET_BYTES], "big")
+            data, self._head = self._head[holder.OFFSET_BYTES :], b""
+        self.offset += len(data)
+        return data
+
     async def write(self, data: bytes) -> None:
         with contextlib.suppress(RuntimeError, OSError):  # a closed stream: the process is gone
-            await self.stream.write_in(data)
+            await self.stream.write_in(holder.keys(data) if self.held_at is not None else data)
 
     async def resize(self, cols: int, rows: int) -> None:
+        if self.held_at is not None:  # in order with the keys, and never undone: the holder sized it
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.stream.write_in(holder.resize(cols, rows))
+            return
         # A resize that reaches the engine before the wrapper's own `stty` would be undone by
         # it; the program's first output means the wrapper is done, and the latest size is
         # applied once more then (see _first_output).

@@ -148,12 +148,15 @@ class Environment(Protocol):
 
     async def spawn_pty(self, spec: SpawnSpec, *, key: str) -> PtyProcess:
         """Start ``spec.argv`` under a PTY in the workspace (docker: as ``agent``, held by
-        dtach where the image has it: the process's ``holding`` then says where)."""
+        the session holder where the image has it: the process's ``holding`` then says where)."""
         ...
 
-    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+    async def reattach_pty(
+        self, spec: SpawnSpec, *, key: str, holding: Holding, since: int | None = None
+    ) -> PtyProcess | None:
         """Attach again to a held program that an earlier service started (``spec`` gives
-        the size and environment of the new attachment). None: it cannot be there any more
+        the size and environment of the new attachment; ``since``, the holder's offset of the
+        output the session's saved scrollback ends at). None: it cannot be there any more
         (the container stopped or restarted since); local: always None."""
         ...
 

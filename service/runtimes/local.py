@@ -96,7 +96,9 @@ class LocalEnvironment:
         except Exception as exc:  # ptyprocess raises plain Exception for a missing program
             raise Conflict(f"could not start {spec.argv[0]!r}: {exc}") from None
 
-    async def reattach_pty(self, spec: SpawnSpec, *, key: str, holding: Holding) -> PtyProcess | None:
+    async def reattach_pty(
+        self, spec: SpawnSpec, *, key: str, holding: Holding, since: int | None = None
+    ) -> PtyProcess | None:
         return None  # a local session ends with the service that started it
 
     async def run(

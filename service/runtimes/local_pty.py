@@ -18,6 +18,7 @@ READ_SIZE = 65536
 
 class LocalPty:
     holding: Holding | None = None  # a local session ends with the service (no holder on the host)
+    offset: int | None = None
 
     def __init__(self, process: ptyprocess.PtyProcess) -> None:
         self.process = process

@@ -34,7 +34,7 @@ class SpawnSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Holding(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a held program lives (docker, under dtach): enough for a later service to attach
+    """Where a held program lives (docker, under agentdock-hold): enough for a later service to attach
     to it again. ``instance`` is the container's id and start time: a container that has
     restarted since holds none of its old sessions."""
 
@@ -44,6 +44,9 @@ class Holding(msgspec.Struct, frozen=True, kw_only=True):
 
 class PtyProcess(Protocol):
     holding: Holding | None  # None: the program ends with this service (local; no holder)
+    # Held: the holder's count of the program's output up to the next byte ``on_data`` gets
+    # (None: not counted, or not known yet). A later service asks for the output from there.
+    offset: int | None
 
     def start_reading(self, on_data: OnData, on_eof: OnEof) -> None:
         """Deliver every chunk of output to ``on_data``, then call ``on_eof`` once."""

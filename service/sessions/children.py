@@ -1,7 +1,7 @@
 """The sessions of one project, as children of its supervisor: opened, restarted under the
 restart policy, and ended only from the supervisor's loop.
 
-A session whose program a holder keeps (docker, dtach) is recorded (``SessionStore``): when
+A session whose program a holder keeps (docker, agentdock-hold) is recorded (``SessionStore``): when
 the service stops, it is let go of, not ended (``release_all``), and the next service's
 supervisor attaches to it again before anything else (``restore``), with the same id, state
 and scrollback."""
@@ -263,7 +263,7 @@ class SessionSet:
         version = session.scrollback.version
         if self.store is None or session.holding is None or version == session.saved_version:
             return
-        await self.store.save_scrollback(session.id, session.scrollback.data())
+        await self.store.save_scrollback(session.id, session.scrollback.data(), session.output_offset())
         session.saved_version = version
 
     # --- the sessions a previous service left running ------------------------------------
@@ -306,14 +306,15 @@ class SessionSet:
         session = self._session(record, await self._env(record.env))
         session.restart_count = record.restart_count
         session.holding = record.holding
-        saved = await self.store.load_scrollback(record.id, session.scrollback.limit) if self.store else b""
+        assert self.store is not None  # restore() runs only with a store
+        saved, offset = await self.store.load_scrollback(record.id, session.scrollback.limit)
         if saved:
             session.scrollback.restore(saved)
             session.saved_version = session.scrollback.version
         process = None
         if record.state == "running":
             spec = SpawnSpec(argv=record.command, cols=record.cols, rows=record.rows, env=session.env, cwd=record.cwd)
-            process = await self.environment.reattach_pty(spec, key=record.id.hex, holding=record.holding)
+            process = await self.environment.reattach_pty(spec, key=record.id.hex, holding=record.holding, since=offset)
         if process is None:
             if record.state == "running":  # its container stopped or restarted since: it is gone
                 session.ended_before("error", None, None)

@@ -157,6 +157,17 @@ class PtySession:
         self.scrollback.append(text)
         self._broadcast(Frame(_encode(OutputFrame(data=text))))
 
+    def output_offset(self) -> int | None:
+        """The holder's offset of the program's output that the scrollback ends at (None: not
+        counted): what came after it is still on its way, in the decoder or the renderer."""
+        process = self._process
+        if process is None or process.offset is None:
+            return None
+        waiting = len(self._pending) + len(self._decoder.getstate()[0])
+        if self.renderer is not None:
+            waiting += len(self.renderer.held_back.encode())
+        return max(0, process.offset - waiting)
+
     def _on_eof(self) -> None:
         process = self._process
         if process is None or self._released:

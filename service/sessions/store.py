@@ -1,6 +1,8 @@
 """What a later service needs of the sessions a holder keeps: their rows (SQLite) and their
 scrollback (a file each under ``<data>/sessions/``, written at most once a second while it
-changes, and at shutdown).
+changes, and at shutdown). A scrollback file begins with a line that says up to which offset
+of the program's output (the holder counts it) it reaches: a later service asks the holder
+for the output from there on.
 
 Only held sessions are kept (``PtyProcess.holding``): a local session ends with the service.
 The env a request gave a session may hold secrets; it is stored encrypted with the secrets'
@@ -31,6 +33,7 @@ from service.sessions.schemas import SessionState
 log = get_logger(__name__)
 
 SAVE_EVERY_S = 1.0
+_HEAD = b"agentdock-scrollback offset="
 
 
 class SessionRecord(msgspec.Struct, kw_only=True):
@@ -147,8 +150,9 @@ class SessionStore:
     def _path(self, session_id: UUID) -> Path:
         return self.directory / f"{session_id}.scrollback"
 
-    async def save_scrollback(self, session_id: UUID, data: bytes) -> None:
-        await asyncio.to_thread(self._write, self._path(session_id), data)
+    async def save_scrollback(self, session_id: UUID, data: bytes, offset: int | None) -> None:
+        head = _HEAD + (str(offset).encode() if offset is not None else b"") + b"\n"
+        await asyncio.to_thread(self._write, self._path(session_id), head + data)
 
     def _write(self, path: Path, data: bytes) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -158,14 +162,24 @@ class SessionStore:
             file.write(data)
         partial.replace(path)
 
-    async def load_scrollback(self, session_id: UUID, limit: int) -> bytes:
-        def read() -> bytes:
+    async def load_scrollback(self, session_id: UUID, limit: int) -> tuple[bytes, int | None]:
+        """The saved scrollback (its last ``limit`` bytes) and the offset it reaches."""
+
+        def read() -> tuple[bytes, int | None]:
             try:
                 with self._path(session_id).open("rb") as file:
+                    line = file.readline(len(_HEAD) + 32)
+                    offset = None
+                    if line.startswith(_HEAD) and line.endswith(b"\n"):
+                        start = file.tell()
+                        value = line[len(_HEAD) : -1]
+                        offset = int(value) if value.isdigit() else None
+                    else:  # written before the offset was kept: all of it is scrollback
+                        start = 0
                     size = file.seek(0, os.SEEK_END)
-                    file.seek(max(0, size - limit))
-                    return file.read(limit)
+                    file.seek(max(start, size - limit))
+                    return file.read(limit), offset
             except FileNotFoundError:
-                return b""
+                return b"", None
 
         return await asyncio.to_thread(read)
