@@ -12,8 +12,11 @@
 #   debootstrapped Debian rootfs with Claude Code (the native binary of the
 #   npm package @anthropic-ai/claude-code-linux-x64, at the version pinned in
 #   scripts/claude-code.version) and a busybox rootfs, each fed to
-#   `docker import`. The base image is labelled with its Claude Code version
-#   and rebuilt when the pin (or BASE_REVISION below) changes; it is built
+#   `docker import`. Both carry the session holder, agentdock-hold, compiled
+#   static here from service/runtimes/agentdock-hold.c (gcc and libc6-dev are
+#   installed when missing). The base image is labelled with its Claude Code
+#   version and the holder's source hash, and rebuilt when the pin, the
+#   holder's source (or BASE_REVISION below) changes; it is built
 #   under a temporary tag and retagged only once `claude --version` answers
 #   in it, so the old image serves until then.
 #

@@ -44,8 +44,11 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
             project = await first.project(client, f"s-{uuid.uuid4().hex[:8]}")
             ids = first.project_ids
             session = await first.session(client, project, command=["sh", "-c", TICKER])
-            exiting = await first.session(client, project, command=["sh", "-c", "read line; exit 7"])
+            exiting = await first.session(client, project, command=["sh", "-c", "read line; stty size; exit 7"])
             container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
+        async with first.connect(exiting["id"]) as term:  # a size the next service must keep
+            await term.send({"type": "resize", "cols": 101, "rows": 31})
+            await asyncio.sleep(1.5)  # recorded with the scrollback, once a second
         async with first.connect(session["id"]) as term:
             await term.until_output("tick 5\r\n")
             before = max(ticks(term.output))
@@ -89,6 +92,7 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
             await term.type("bye\n")
             status = await term.until_status("exited")
             assert status.get("exit_code") == 7
+            assert "31 101\r\n" in term.output  # the size it had, not the one it was opened with
 
         # DELETE still ends the program's process group, in the container.
         async with second.client() as client:

@@ -260,8 +260,16 @@ class SessionSet:
             await self.save_scrollback(session)
 
     async def save_scrollback(self, session: PtySession) -> None:
+        """Save what a later service needs that changed: the scrollback, and the size (a
+        restored session is attached at the size it had, not the one it was opened with)."""
+        if self.store is None or session.holding is None:
+            return
+        if (session.cols, session.rows) != session.saved_size:
+            size = (session.cols, session.rows)
+            await self.store.update(session.id, cols=size[0], rows=size[1])
+            session.saved_size = size
         version = session.scrollback.version
-        if self.store is None or session.holding is None or version == session.saved_version:
+        if version == session.saved_version:
             return
         await self.store.save_scrollback(session.id, session.scrollback.data(), session.output_offset())
         session.saved_version = version

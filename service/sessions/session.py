@@ -75,6 +75,7 @@ class PtySession:
         self.created_at = created_at or datetime.now(UTC)
         self.holding: Holding | None = None  # set when a holder keeps the program (it outlives us)
         self.saved_version = -1  # the scrollback's version last saved to disk
+        self.saved_size = (cols, rows)  # the size last recorded (a held session's row)
         self._released = False  # let go of (service shutdown), not ended: its end is not ours to see
         self.state: SessionState = "running"
         self.exit_code: int | None = None
