@@ -48,11 +48,11 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
             container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
         async with first.connect(exiting["id"]) as term:  # a size the next service must keep
             await term.send({"type": "resize", "cols": 101, "rows": 31})
-            await asyncio.sleep(1.5)  # recorded with the scrollback, once a second
+            await asyncio.sleep(1.5)  # a new size is recorded within a second
         async with first.connect(session["id"]) as term:
             await term.until_output("tick 5\r\n")
             before = max(ticks(term.output))
-            await asyncio.sleep(1.5)  # the scrollback is saved once a second while it changes
+            await asyncio.sleep(1.5)  # saved once (at its start); what came after, the holder keeps
             before = max(ticks(term.output))
             first.kill()
             killed_at = time.monotonic()
@@ -197,6 +197,26 @@ async def test_with_no_holder_a_session_is_the_program_itself(tmp_path: Path) ->
                 await term.until_output("up")
             ps = container_ps(container)
             assert "sleep 654321" in ps and "agentdock-hold" not in ps
+    finally:
+        live.stop()
+        await remove_project_containers(live.project_ids)
+
+
+async def test_what_the_agent_writes_to_the_holders_stderr_is_logged_briefly_never_shown(tmp_path: Path) -> None:
+    # The holder is the program's parent, and the agent's: it can write to the holder's
+    # standard error, which the service logs as the holder's complaint, a few lines at most.
+    live = LiveServer(tmp_path / "data", runtime="docker", image=BUSYBOX_IMAGE)
+    live.start()
+    try:
+        async with live.client() as client:
+            project = await live.project(client, f"err-{uuid.uuid4().hex[:8]}")
+            script = 'for i in 1 2 3 4 5 6 7 8; do echo "forged $i" > /proc/$PPID/fd/2; sleep 0.05; done; echo done'
+            session = await live.session(client, project, command=["sh", "-c", script])
+            async with live.connect(session["id"]) as term:
+                await term.until_status("exited")
+                assert "done" in term.output and "forged" not in term.output
+        said = [e for e in live.events("session.holder_said") if "forged" in e["text"]]
+        assert 1 <= len(said) <= 3, said
     finally:
         live.stop()
         await remove_project_containers(live.project_ids)

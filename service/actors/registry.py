@@ -1,7 +1,7 @@
 """``SupervisorRegistry``: one supervisor per project, started at start-up for every project in
 the database and on demand; a crashed supervisor is restarted (with its own intensity limit);
 shutdown stops every supervisor and never a container, and lets go of the sessions a holder
-keeps rather than ending them (their scrollback saved every second while it changes)."""
+keeps rather than ending them (their scrollback saved every 10 s while it changes)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from service.runtimes.docker import DockerRuntime
 from service.runtimes.environment import Environment
 from service.runtimes.factory import Environments
 from service.sessions.children import SessionIndex, SessionSet
-from service.sessions.store import SAVE_EVERY_S, SessionStore
+from service.sessions.store import SAVE_EVERY_S, SAVE_TICK_S, SessionStore
 from service.workflows.engine import AgentEnvironmentOf, WorkflowEngine, WorkflowServices
 
 log = get_logger(__name__)
@@ -120,12 +120,13 @@ class SupervisorRegistry:
         await asyncio.gather(*(self.stop(project_id, release=True) for project_id in list(self._entries)))
 
     async def _save_scrollbacks(self) -> None:
-        """Save the scrollback of every held session that changed, once a second."""
+        """Save the scrollback of every held session that changed, each at most once every
+        SAVE_EVERY_S (spread over the ticks: the sessions' saves do not come all at once)."""
         while True:
-            await asyncio.sleep(SAVE_EVERY_S)
+            await asyncio.sleep(SAVE_TICK_S)
             for entry in list(self._entries.values()):
                 try:
-                    await entry.children.sessions.save_all()
+                    await entry.children.sessions.save_all(every=SAVE_EVERY_S)
                 except Exception as exc:  # a full disk must not end the saving for good
                     log.warning("session.scrollback_save_failed", error=f"{type(exc).__name__}: {exc}")
 

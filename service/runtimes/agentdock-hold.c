@@ -511,8 +511,8 @@ static int run(int argc, char **argv) {
             }
         }
         if (i_master >= 0 && (p[i_master].revents & (POLLIN | POLLHUP | POLLERR))) {
-            int got;
-            while (!master_done && (out_fd < 0 || ring_room() > 0) && (got = read_master()) != -1) {
+            int got, reads = 0; /* a bounded round: the socket and the client get their turn */
+            while (!master_done && reads++ < 16 && (out_fd < 0 || ring_room() > 0) && (got = read_master()) != -1) {
                 if (got == 0) {
                     master_done = 1; /* every writer of the terminal is gone */
                     break;

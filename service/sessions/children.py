@@ -9,6 +9,7 @@ and scrollback."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -255,24 +256,31 @@ class SessionSet:
         await self.save_scrollback(session)
         log.info("session.released", session_id=str(session.id), project_id=str(session.project_id))
 
-    async def save_all(self) -> None:
+    async def save_all(self, *, every: float = 0.0) -> None:
         for session in list(self.sessions.values()):
-            await self.save_scrollback(session)
+            await self.save_scrollback(session, every=every)
 
-    async def save_scrollback(self, session: PtySession) -> None:
-        """Save what a later service needs that changed: the scrollback, and the size (a
-        restored session is attached at the size it had, not the one it was opened with)."""
+    async def save_scrollback(self, session: PtySession, *, every: float = 0.0) -> None:
+        """Save what a later service needs that changed: the scrollback (when ``every``
+        seconds have passed since its last save, or its program has restarted since), and the
+        size (a restored session is attached at the size it had, not the one it was opened
+        with)."""
         if self.store is None or session.holding is None:
             return
         if (session.cols, session.rows) != session.saved_size:
             size = (session.cols, session.rows)
             await self.store.update(session.id, cols=size[0], rows=size[1])
             session.saved_size = size
-        version = session.scrollback.version
+        version, generation = session.scrollback.version, session.generation
         if version == session.saved_version:
             return
-        await self.store.save_scrollback(session.id, session.scrollback.data(), session.output_offset())
-        session.saved_version = version
+        if generation == session.saved_generation and time.monotonic() - session.saved_at < every:
+            return
+        offset = session.output_offset()
+        if offset is None:  # its holder has not said where its output begins: next time
+            return
+        await self.store.save_scrollback(session.id, session.scrollback.data(), offset)
+        session.saved_version, session.saved_generation, session.saved_at = version, generation, time.monotonic()
 
     # --- the sessions a previous service left running ------------------------------------
 
@@ -316,6 +324,8 @@ class SessionSet:
         session.holding = record.holding
         assert self.store is not None  # restore() runs only with a store
         saved, offset = await self.store.load_scrollback(record.id, session.scrollback.limit)
+        if offset is None and not await self.store.has_scrollback(record.id):
+            offset = 0  # never saved: all the holder kept of its output is the session's
         if saved:
             session.scrollback.restore(saved)
             session.saved_version = session.scrollback.version

@@ -75,6 +75,9 @@ class PtySession:
         self.created_at = created_at or datetime.now(UTC)
         self.holding: Holding | None = None  # set when a holder keeps the program (it outlives us)
         self.saved_version = -1  # the scrollback's version last saved to disk
+        self.saved_generation = -1  # ... and the program it came from (see ``generation``)
+        self.saved_at = float("-inf")  # ... and when (monotonic)
+        self.generation = 0  # moves with every program attached: a restart counts output from 0
         self.saved_size = (cols, rows)  # the size last recorded (a held session's row)
         self._released = False  # let go of (service shutdown), not ended: its end is not ours to see
         self.state: SessionState = "running"
@@ -106,6 +109,7 @@ class PtySession:
     def attach_process(self, process: PtyProcess) -> None:
         """Run ``process`` as this session's program (first start, or a restart in place)."""
         self._process = process
+        self.generation += 1
         self.holding = process.holding
         self._decoder.reset()
         self.state, self.exit_code, self.signal = "running", None, None

@@ -1,5 +1,5 @@
 """What a later service needs of the sessions a holder keeps: their rows (SQLite) and their
-scrollback (a file each under ``<data>/sessions/``, written at most once a second while it
+scrollback (a file each under ``<data>/sessions/``, written every SAVE_EVERY_S while it
 changes, and at shutdown). A scrollback file begins with a line that says up to which offset
 of the program's output (the holder counts it) it reaches: a later service asks the holder
 for the output from there on.
@@ -32,7 +32,12 @@ from service.sessions.schemas import SessionState
 
 log = get_logger(__name__)
 
-SAVE_EVERY_S = 1.0
+# The saver looks once a SAVE_TICK_S; a session's scrollback that changed is written again
+# once SAVE_EVERY_S have passed since its last save (at once after its program started or
+# restarted). What came after a save is not lost by a crash: the holder keeps the latest
+# 256 KiB of output and hands it on from the saved offset, and a scrollback holds no more.
+SAVE_TICK_S = 1.0
+SAVE_EVERY_S = 10.0
 _HEAD = b"agentdock-scrollback offset="
 
 
@@ -161,6 +166,9 @@ class SessionStore:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         partial.replace(path)
+
+    async def has_scrollback(self, session_id: UUID) -> bool:
+        return await asyncio.to_thread(self._path(session_id).exists)
 
     async def load_scrollback(self, session_id: UUID, limit: int) -> tuple[bytes, int | None]:
         """The saved scrollback (its last ``limit`` bytes) and the offset it reaches."""
