@@ -5,6 +5,7 @@ its sizes, detaching and attaching again, and the output it must never lose."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import select
@@ -266,3 +267,12 @@ def test_its_usage_is_what_the_images_check(hold: str) -> None:
     result = subprocess.run([hold], check=False, capture_output=True, text=True, timeout=5)
     assert result.returncode == 125 and result.stderr.startswith("usage: agentdock-hold")
     assert struct.calcsize(">BHHH") == len(holder.resize(1, 1))
+
+
+def test_a_long_paste_reaches_the_program_whole_and_in_order(hold: str, base: str) -> None:
+    client = run(hold, base, "/bin/sh", "-c", "stty raw -echo; echo ready; head -c 300000 | md5sum")
+    client.read_until(b"ready")
+    paste = bytes(range(32, 127)) * (300000 // 95) + b"x" * (300000 % 95)
+    client.send(holder.keys(paste))  # more than the holder's input buffer and the PTY's
+    digest = hashlib.md5(paste).hexdigest().encode()  # noqa: S324 - a checksum, not security
+    assert digest in client.read_to_end(timeout=30)
