@@ -88,6 +88,18 @@ static struct sockaddr_un address(void) {
     return addr;
 }
 
+static void write_all(int fd, const char *data, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
 /* A small file, replaced whole (written aside, then renamed over). */
 static void write_file(const char *path, const char *data, size_t len) {
     char aside[4200];
@@ -95,15 +107,7 @@ static void write_file(const char *path, const char *data, size_t len) {
     int fd = open(aside, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return;
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        data += n;
-        len -= (size_t)n;
-    }
+    write_all(fd, data, len);
     close(fd);
     rename(aside, path);
 }
@@ -565,18 +569,6 @@ static int run(int argc, char **argv) {
     return code;
 }
 
-static void write_all(const char *data, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(1, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
 /* It ended while nobody was attached: what it printed last, from `from` on, as a stream. */
 static void hand_on_tail(uint64_t from) {
     int fd = open(path_tail, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -601,8 +593,8 @@ static void hand_on_tail(uint64_t from) {
     char head[8];
     for (int i = 0; i < 8; i++)
         head[i] = (char)(from >> (56 - 8 * i));
-    write_all(head, 8);
-    write_all(tail + 8 + (from - start), (size_t)(end - from));
+    write_all(1, head, 8);
+    write_all(1, tail + 8 + (from - start), (size_t)(end - from));
 }
 
 static int attach(int argc, char **argv) {
