@@ -220,3 +220,40 @@ async def test_what_the_agent_writes_to_the_holders_stderr_is_logged_briefly_nev
     finally:
         live.stop()
         await remove_project_containers(live.project_ids)
+
+
+async def test_a_held_session_whose_container_has_no_holder_now_is_reported_not_garbled(tmp_path: Path) -> None:
+    # As after the upgrade from dtach: the record says "held", the container's image has no
+    # agentdock-hold to attach with. The session is reported ended (error), nothing is shown.
+    data = tmp_path / "data"
+    first = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
+    first.start()
+    ids: set[str] = set()
+    second: LiveServer | None = None
+    try:
+        async with first.client() as client:
+            project = await first.project(client, f"old-{uuid.uuid4().hex[:8]}")
+            ids = first.project_ids
+            session = await first.session(client, project, command=["sh", "-c", "echo up; sleep 600"])
+            container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
+        async with first.connect(session["id"]) as term:
+            await term.until_output("up\r\n")
+            await asyncio.sleep(1.5)  # its scrollback is saved within a second of its start
+        first.kill()
+        subprocess.run(["docker", "exec", "-u", "0", container, "rm", "/bin/agentdock-hold"], check=True)
+
+        second = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
+        second.start()
+        async with second.client() as client:
+            body = (await client.get(f"/api/sessions/{session['id']}")).json()
+            assert body["state"] == "error", body
+        async with second.connect(session["id"]) as term:
+            assert (await term.recv()) == {"type": "status", "state": "error"}
+            replay = await term.recv()
+            assert "up" in replay["data"] and "OCI" not in replay["data"]
+        assert [e for e in second.events("session.holder_missing") if e["container_id"] == container]
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+        await remove_project_containers(ids)

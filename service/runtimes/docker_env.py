@@ -466,14 +466,20 @@ class DockerEnvironment:
             state = await self.runtime.inspect(self._container_id)
         if state is None or state.status != "running" or instance_of(state) != holding.instance:
             return None
+        if not await self._image_has_holder(state.id, holding.instance):
+            return None  # held by another holder (dtach, before agentdock-hold): not ours to attach to
         spec = msgspec.structs.replace(spec, user=holding.user)
         return await DockerExecPty.reattach(
             self.runtime, state.id, spec, key=key, instance=holding.instance, since=since
         )
 
     async def _has_holder(self, container_id: str, instance: str) -> bool:
+        """Whether a new session runs under the holder: the operator wants it and the image has it."""
         if self.runtime.settings.session_holder == "none":
             return False
+        return await self._image_has_holder(container_id, instance)
+
+    async def _image_has_holder(self, container_id: str, instance: str) -> bool:
         known = self._holder.get(instance)
         if known is None:
             try:
