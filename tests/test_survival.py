@@ -73,15 +73,16 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
             replay = await term.recv()
             assert replay["type"] == "output"
             replayed = ticks(replay["data"])
-            # What the first service had shown is replayed: from tick 1 up to where it was.
-            assert replayed[0] == 1 and replayed[-1] >= before - 5, (replayed[-5:], before)
+            # The replay begins where the program began: its saved scrollback, and as much of
+            # what the holder handed on as had arrived when this viewer attached.
+            assert replayed[0] == 1, replayed[:5]
             # ... and the same program goes on counting (no new program: it did not restart at 1).
             await term.until(lambda _m, t: max(ticks(t.output)) > before + 10, timeout=15)
             away = time.monotonic() - killed_at
             live = ticks(term.output[len(replay["data"]) :])
-            assert live and min(live) > before and 1 not in live
+            assert live and 1 not in live
             # What the first service had not saved yet, and what the program printed while no
-            # service ran, the holder kept: it comes first, from where the saved scrollback
+            # service ran, the holder kept: it comes after the saved scrollback, from where that
             # ends. Not a tick is missing, not one is shown twice.
             assert away * 5 > 10, away  # (the program printed on for a few seconds meanwhile)
             assert replayed + live == list(range(1, max(live) + 1)), (replayed[-3:], live[:3])

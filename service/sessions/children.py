@@ -9,6 +9,7 @@ and scrollback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -35,12 +36,51 @@ MAX_RUNNING = 256
 MAX_KEPT_EXITED = 32
 
 
+RESTORE_WAIT_S = 30.0  # a request for a session not known yet waits this long for restores at most
+
+
 class SessionIndex:
     """Session id → session, for routing requests and sockets to the right project. Written
-    only by supervisors; read by controllers."""
+    only by supervisors; read by controllers.
+
+    After a restart, the sessions a previous service left come back as each project's
+    supervisor restores them, after the service already answers: a request for one of them
+    meanwhile waits for the restores still under way (``find``) rather than get a 404."""
 
     def __init__(self) -> None:
         self._by_id: dict[UUID, PtySession] = {}
+        self._restoring: dict[object, float] = {}  # a restore under way -> when it is no longer waited for
+        self._restored = asyncio.Event()
+        self._restored.set()
+
+    def restoring(self, token: object) -> None:
+        self._restoring[token] = time.monotonic() + RESTORE_WAIT_S
+        self._restored.clear()
+
+    def restored(self, token: object) -> None:
+        self._restoring.pop(token, None)
+        self._waited_for()
+
+    def _waited_for(self) -> float | None:
+        """The latest deadline of the restores still waited for (None: none is)."""
+        now = time.monotonic()
+        for token, deadline in list(self._restoring.items()):
+            if deadline <= now:  # a supervisor that never got to its restore: not waited for
+                del self._restoring[token]
+        if not self._restoring:
+            self._restored.set()
+            return None
+        return max(self._restoring.values())
+
+    async def find(self, session_id: UUID) -> PtySession | None:
+        """The session, once no restore that could bring it back is under way."""
+        session = self._by_id.get(session_id)
+        if session is None and (deadline := self._waited_for()) is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._restored.wait()
+            session = self._by_id.get(session_id)
+        return session
 
     def add(self, session: PtySession) -> None:
         self._by_id[session.id] = session
@@ -72,6 +112,8 @@ class SessionSet:
         self.agent_environment = agent_environment
         self.store = store
         self._restored = False
+        if store is not None:  # until ``restore`` has run (or this set is closed)
+            index.restoring(self)
         self.mailbox = mailbox
         self.environment = environment
         self.policy = policy
@@ -230,6 +272,7 @@ class SessionSet:
 
     async def close_all(self) -> None:
         """End every session (the project is deleted)."""
+        self.index.restored(self)
         self._generation += 1
         for task in list(self._deliveries):
             task.cancel()
@@ -238,6 +281,7 @@ class SessionSet:
     async def release_all(self) -> None:
         """The service stops: held sessions are let go of (their programs go on, their
         scrollback is saved for the next service); the others end."""
+        self.index.restored(self)
         self._generation += 1
         for task in list(self._deliveries):
             task.cancel()
@@ -289,15 +333,19 @@ class SessionSet:
         runs): running ones get a new client; ones that ended meanwhile report how."""
         if self._restored or self.store is None:
             return
-        records = await self.store.of_project(self.environment.project.id)
-        self._restored = True
-        for record in records:
-            if record.id in self.sessions:
-                continue
-            try:
-                await self._restore(record)
-            except Exception as exc:  # one session that cannot come back does not stop the rest
-                log.warning("session.restore_failed", session_id=str(record.id), error=f"{type(exc).__name__}: {exc}")
+        try:
+            records = await self.store.of_project(self.environment.project.id)
+            self._restored = True
+            for record in records:
+                if record.id in self.sessions:
+                    continue
+                try:
+                    await self._restore(record)
+                except Exception as exc:  # one session that cannot come back does not stop the rest
+                    error = f"{type(exc).__name__}: {exc}"
+                    log.warning("session.restore_failed", session_id=str(record.id), error=error)
+        finally:
+            self.index.restored(self)
 
     def _session(self, record: SessionRecord, env: dict[str, str]) -> PtySession:
         """The session a record describes (a new one, or one a previous service left)."""

@@ -62,7 +62,7 @@ class SessionsController(Controller):
 
     @get("/{session_id:uuid}", operation_id="getSession", summary="A session", responses=errors(404))
     async def get_session(self, session_id: SessionId, app_state: NamedDependency[AppState]) -> schemas.Session:
-        return _session(app_state, session_id).view()
+        return (await _session(app_state, session_id)).view()
 
     @delete(
         "/{session_id:uuid}",
@@ -71,12 +71,12 @@ class SessionsController(Controller):
         responses=errors(404, 503),
     )
     async def close_session(self, session_id: SessionId, app_state: NamedDependency[AppState]) -> None:
-        session = _session(app_state, session_id)
+        session = await _session(app_state, session_id)
         await app_state.registry.ask(session.project_id, m.CloseSession(session_id=session_id), timeout=30)
 
 
-def _session(app_state: AppState, session_id: UUID) -> PtySession:
-    session = app_state.registry.index.get(session_id)
+async def _session(app_state: AppState, session_id: UUID) -> PtySession:
+    session = await app_state.registry.index.find(session_id)
     if session is None:
         raise NotFound(f"no session with id {session_id}")
     return session

@@ -52,7 +52,7 @@ async def resolve(state: AppState, target: str) -> PtySession:
             key = UUID(target)
         except ValueError:
             raise NotFound(f"{target!r} is not a session, project or container id") from None
-        session = state.registry.index.get(key)
+        session = await state.registry.index.find(key)
         if session is not None:
             return session
         project_id = key
