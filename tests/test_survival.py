@@ -6,10 +6,12 @@ a workflow's agent step in flight is watched again, not run again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +35,40 @@ def container_ps(container_id: str) -> str:
     ).stdout
 
 
-async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
-    first.start()
-    ids: set[str] = set()
-    second: LiveServer | None = None
+class Restarted:
+    """A service, and the one started after it on the same data (``start_second``)."""
+
+    def __init__(self, data: Path, image: str, extra_env: dict[str, str] | None) -> None:
+        self.data, self.image, self.extra_env = data, image, extra_env
+        self.first = LiveServer(data, runtime="docker", image=image, extra_env=extra_env)
+        self.second: LiveServer | None = None
+
+    def start_second(self) -> LiveServer:
+        self.second = LiveServer(self.data, runtime="docker", image=self.image, extra_env=self.extra_env)
+        self.second.start()
+        return self.second
+
+
+@contextlib.asynccontextmanager
+async def restarted(data: Path, *, image: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[Restarted]:
+    """Both services end, and the containers of the first one's projects go, however the test
+    ends."""
+    services = Restarted(data, image, extra_env)
+    services.first.start()
     try:
+        yield services
+    finally:
+        services.first.kill()
+        if services.second is not None:
+            services.second.stop()
+        await remove_project_containers(services.first.project_ids)
+
+
+async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> None:
+    async with restarted(tmp_path / "data", image=BUSYBOX_IMAGE) as services:
+        first = services.first
         async with first.client() as client:
             project = await first.project(client, f"s-{uuid.uuid4().hex[:8]}")
-            ids = first.project_ids
             session = await first.session(client, project, command=["sh", "-c", TICKER])
             exiting = await first.session(client, project, command=["sh", "-c", "read line; stty size; exit 7"])
             container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
@@ -61,8 +87,7 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
         await asyncio.sleep(1.0)
         assert "tick" in container_ps(container) and "agentdock-hold" in container_ps(container)
 
-        second = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
-        second.start()
+        second = services.start_second()
         async with second.client() as client:
             body = (await client.get(f"/api/sessions/{session['id']}")).json()
             assert body["state"] == "running" and body["id"] == session["id"]
@@ -103,24 +128,14 @@ async def test_a_session_survives_a_sigkill_of_the_service(tmp_path: Path) -> No
         assert "tick" not in ps and TICKER[:10] not in ps, ps
         restored = [e for e in second.events("session.restored") if e["session_id"] == session["id"]]
         assert restored and restored[-1]["state"] == "running"
-    finally:
-        first.kill()
-        if second is not None:
-            second.stop()
-        await remove_project_containers(ids)
 
 
 async def test_an_agent_step_in_flight_survives_a_sigkill_and_is_not_run_again(tmp_path: Path) -> None:
-    data = tmp_path / "data"
     env = {"AGENTDOCK_WORKFLOW_MIN_IDLE_S": "1"}
-    first = LiveServer(data, runtime="docker", image=BASE_IMAGE, extra_env=env)
-    first.start()
-    ids: set[str] = set()
-    second: LiveServer | None = None
-    try:
+    async with restarted(tmp_path / "data", image=BASE_IMAGE, extra_env=env) as services:
+        first = services.first
         async with first.client() as client:
             project = await agent_project(first, client, "honest", delay=6)
-            ids = first.project_ids
             run = await start_run(client, project)
             running = await wait_run(
                 client, run["id"], lambda r: step(r, "green")["state"] == "running" and step(r, "green")["session_id"]
@@ -129,8 +144,7 @@ async def test_an_agent_step_in_flight_survives_a_sigkill_and_is_not_run_again(t
         await asyncio.sleep(1.0)
         first.kill()  # mid-step: the agent is thinking
 
-        second = LiveServer(data, runtime="docker", image=BASE_IMAGE, extra_env=env)
-        second.start()
+        second = services.start_second()
         async with second.client() as client:
             done = await wait_run(client, run["id"])
         assert done["state"] == "succeeded", done
@@ -143,11 +157,6 @@ async def test_an_agent_step_in_flight_survives_a_sigkill_and_is_not_run_again(t
         # green's agent was not started a second time.
         opened = [e["session_id"] for e in second.events("session.opened") if "fake_agent" in str(e.get("command"))]
         assert sorted(opened) == sorted(s["session_id"] for s in done["steps"] if s["session_id"])
-    finally:
-        first.kill()
-        if second is not None:
-            second.stop()
-        await remove_project_containers(ids)
 
 
 LINES = 40_000
@@ -226,15 +235,10 @@ async def test_what_the_agent_writes_to_the_holders_stderr_is_logged_briefly_nev
 async def test_a_held_session_whose_container_has_no_holder_now_is_reported_not_garbled(tmp_path: Path) -> None:
     # As after the upgrade from dtach: the record says "held", the container's image has no
     # agentdock-hold to attach with. The session is reported ended (error), nothing is shown.
-    data = tmp_path / "data"
-    first = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
-    first.start()
-    ids: set[str] = set()
-    second: LiveServer | None = None
-    try:
+    async with restarted(tmp_path / "data", image=BUSYBOX_IMAGE) as services:
+        first = services.first
         async with first.client() as client:
             project = await first.project(client, f"old-{uuid.uuid4().hex[:8]}")
-            ids = first.project_ids
             session = await first.session(client, project, command=["sh", "-c", "echo up; sleep 600"])
             container = (await client.get(f"/api/projects/{project['id']}/container")).json()["id"]
         async with first.connect(session["id"]) as term:
@@ -243,8 +247,7 @@ async def test_a_held_session_whose_container_has_no_holder_now_is_reported_not_
         first.kill()
         subprocess.run(["docker", "exec", "-u", "0", container, "rm", "/bin/agentdock-hold"], check=True)
 
-        second = LiveServer(data, runtime="docker", image=BUSYBOX_IMAGE)
-        second.start()
+        second = services.start_second()
         async with second.client() as client:
             body = (await client.get(f"/api/sessions/{session['id']}")).json()
             assert body["state"] == "error", body
@@ -253,8 +256,3 @@ async def test_a_held_session_whose_container_has_no_holder_now_is_reported_not_
             replay = await term.recv()
             assert "up" in replay["data"] and "OCI" not in replay["data"]
         assert [e for e in second.events("session.holder_missing") if e["container_id"] == container]
-    finally:
-        first.kill()
-        if second is not None:
-            second.stop()
-        await remove_project_containers(ids)
