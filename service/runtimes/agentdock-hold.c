@@ -49,7 +49,6 @@
 #define QUIET_MS 100         /* after the program's exit: output is over after this much quiet */
 #define DRAIN_MS 2000        /* ... or after this long at most (background writers) */
 
-static const char *base;
 static char path_sock[4096], path_pid[4096], path_exit[4096], path_tail[4096];
 
 static void die(const char *what) {
@@ -58,7 +57,6 @@ static void die(const char *what) {
 }
 
 static void paths(const char *b) {
-    base = b;
     if (snprintf(path_sock, sizeof path_sock, "%s.sock", b) >= (int)sizeof path_sock) {
         errno = ENAMETOOLONG;
         die("base");
@@ -120,6 +118,21 @@ static long long now_ms(void) {
 
 static void nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+/* Offsets and sizes travel big-endian, as the service reads and writes them. */
+static void put64(unsigned char *out, uint64_t value) {
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(value >> (56 - 8 * i));
+}
+
+static uint64_t get64(const unsigned char *in) {
+    uint64_t value = 0;
+    for (int i = 0; i < 8; i++)
+        value = value << 8 | in[i];
+    return value;
+}
+
+static unsigned short get16(const unsigned char *in) { return (unsigned short)(in[0] << 8 | in[1]); }
+
 /* ---- output: the latest KEEP bytes, indexed by their offset in all the program printed ---- */
 static char ring[KEEP];
 static uint64_t total;   /* bytes the program has printed: the offset of the next one */
@@ -154,8 +167,7 @@ static void start_stream(uint64_t from) {
     if (from < total - kept)
         from = total - kept;
     sent = from;
-    for (int i = 0; i < 8; i++)
-        header[i] = (unsigned char)(from >> (56 - 8 * i));
+    put64(header, from);
     header_left = 8;
 }
 
@@ -223,8 +235,7 @@ static void take_input(const unsigned char *data, size_t len) {
         payload_left -= n;
         if (payload_left == 0) {
             if (frame_type == 1 && resize_len == 4) {
-                unsigned short rows = (unsigned short)(resize_buf[0] << 8 | resize_buf[1]);
-                unsigned short cols = (unsigned short)(resize_buf[2] << 8 | resize_buf[3]);
+                unsigned short rows = get16(resize_buf), cols = get16(resize_buf + 2);
                 if (rows > 0 && cols > 0)
                     set_size(rows, cols, 0);
             }
@@ -273,11 +284,8 @@ static void accept_client(int listener) {
     conn_fd = conn;
     nonblocking(in_fd);
     nonblocking(out_fd);
-    unsigned short rows = (unsigned short)(size[0] << 8 | size[1]);
-    unsigned short cols = (unsigned short)(size[2] << 8 | size[3]);
-    uint64_t from = 0;
-    for (int i = 4; i < 12; i++)
-        from = from << 8 | size[i];
+    unsigned short rows = get16(size), cols = get16(size + 2);
+    uint64_t from = get64(size + 4);
     start_stream(from == UINT64_MAX ? sent : from);
     if (rows > 0 && cols > 0)
         set_size(rows, cols, 1);
@@ -553,8 +561,7 @@ static int run(int argc, char **argv) {
         char *all = malloc(8 + kept);
         if (all) {
             uint64_t from = total - kept;
-            for (int i = 0; i < 8; i++)
-                all[i] = (char)(from >> (56 - 8 * i));
+            put64((unsigned char *)all, from);
             for (uint64_t o = from; o < total; o++)
                 all[8 + (o - from)] = ring[o % KEEP];
             write_file(path_tail, all, 8 + kept);
@@ -582,17 +589,14 @@ static void hand_on_tail(uint64_t from) {
     close(fd);
     if (len < 8)
         return;
-    uint64_t start = 0;
-    for (int i = 0; i < 8; i++)
-        start = start << 8 | (unsigned char)tail[i];
+    uint64_t start = get64((const unsigned char *)tail);
     uint64_t end = start + (len - 8);
     if (from == UINT64_MAX || from < start)
         from = start;
     if (from > end)
         from = end;
     char head[8];
-    for (int i = 0; i < 8; i++)
-        head[i] = (char)(from >> (56 - 8 * i));
+    put64((unsigned char *)head, from);
     write_all(1, head, 8);
     write_all(1, tail + 8 + (from - start), (size_t)(end - from));
 }
@@ -621,8 +625,7 @@ static int attach(int argc, char **argv) {
         return GONE;
     }
     unsigned char size[12] = {(unsigned char)(rows >> 8), (unsigned char)rows, (unsigned char)(cols >> 8), (unsigned char)cols};
-    for (int i = 0; i < 8; i++)
-        size[4 + i] = (unsigned char)(from >> (56 - 8 * i));
+    put64(size + 4, from);
     int fds[2] = {0, 1};
     struct iovec iov = {.iov_base = size, .iov_len = sizeof size};
     union {

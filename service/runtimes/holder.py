@@ -14,9 +14,9 @@ ends (the service stopped or died), the program runs on; ``attach``, the exec of
 service, lends the holder its own standard input and output over the holder's socket and asks
 for the output from the offset its scrollback was saved at: what the previous service never
 saved, and what the program printed while no service ran, come first, with no gap and no
-repeat (as far as 256 KiB reach). A newer attach replaces an older one, whose exec then ends. A program that ends while
-nobody is attached leaves its last output in ``.tail``, which the next ``attach`` prints
-before it answers ``GONE``.
+repeat (as far as 256 KiB reach). A newer attach replaces an older one, whose exec then
+ends. A program that ends while nobody is attached leaves its last output in ``.tail``, which
+the next ``attach`` prints before it answers ``GONE``.
 
 Its files, in the container's ``/tmp``, owned by the session's user and named after the
 session's key: ``.sock``, ``.pid`` (the program: the leader of its own session and process
